@@ -1,0 +1,1 @@
+"""Named recipes (TOML files) shipped with rdkit-ae."""
