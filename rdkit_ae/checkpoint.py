@@ -1,0 +1,97 @@
+"""Checkpoints: weights + the resolved recipe, safe to load (``weights_only=True``).
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only: no
+pickled classes, so ``torch.load(path, weights_only=True)`` can read it and
+nothing in it can run code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, RdkitError
+from .recipe import Recipe
+
+FORMAT = "rdkit-ae-checkpoint"
+VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    A crash mid-write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, recipe: Recipe, **extra: Any) -> None:
+    """Write weights, the resolved recipe and any ``extra`` state atomically."""
+    payload = {"format": FORMAT, "version": VERSION, "recipe": recipe.to_toml(), "recipe_name": recipe.name, "model": model.state_dict(), **extra}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; refuse anything else with a clear error."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        raise CheckpointError(
+            f"{p}: refused: the checkpoint holds pickled objects that safe loading does not allow ({first[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, UnicodeDecodeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: not a readable checkpoint ({msg[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an rdkit-ae checkpoint (no '{FORMAT}' marker)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})")
+    if not isinstance(payload.get("recipe"), str) or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{p}: checkpoint lacks its recipe or weights")
+    return payload
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild the model stored in a checkpoint: ``(model, recipe, payload)``.
+
+    The model is in eval mode with its entropy models ready to code: tables
+    stored in the checkpoint are used as they are (so encoder and decoder
+    machines share them), and computed on the CPU only where absent.
+    """
+    from .model import build_model
+
+    payload = load_checkpoint(path, map_location)
+    try:
+        recipe = Recipe.from_toml(payload["recipe"], payload.get("recipe_name", Path(path).stem), f"{path}:recipe")
+        model = build_model(recipe)
+        model.load_state_dict(payload["model"])
+    except RdkitError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    except (RuntimeError, KeyError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the stored recipe ({msg[:300]})") from None
+    model.eval()
+    model.update()
+    return model, recipe, payload

@@ -1,0 +1,207 @@
+"""Image sources for training, evaluation and the codec CLI.
+
+``--data`` accepts ``cifar10`` (torchvision, downloaded on first use), a
+folder holding ``cifar-10-batches-py``, a ``.npz`` with a uint8 array ``x`` of
+shape (N, H, W, 3), a folder of images (PNG/JPEG/WebP, recursive) or a single
+image file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
+SPLITS = ("train", "val", "all")
+MAX_IMAGE_PIXELS = 1 << 28  # 268 MP: beyond this we refuse rather than exhaust memory
+
+
+def data_root() -> Path:
+    """Where ``cifar10`` is downloaded: ``$RDKIT_DATA_DIR`` or ``~/.cache/rdkit-ae``."""
+    env = os.environ.get("RDKIT_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rdkit-ae"
+
+
+@dataclass
+class ImageSet:
+    """A split of a source: either an in-memory uint8 array or a list of files."""
+
+    name: str
+    array: np.ndarray | None = None  # (N, H, W, 3) uint8
+    files: list[Path] | None = None
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.array) if self.array is not None else len(self.files or [])
+
+    def names(self) -> list[str]:
+        if self.files is not None:
+            return [str(p) for p in self.files]
+        return [f"{self.name}[{i}]" for i in range(len(self))]
+
+    def image(self, i: int) -> np.ndarray:
+        if self.array is not None:
+            return self.array[i]
+        return read_image(self.files[i])[0]
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "ImageSet":
+        index = np.asarray(index, dtype=np.int64)
+        return ImageSet(
+            self.name,
+            self.array[index] if self.array is not None else None,
+            [self.files[i] for i in index] if self.files is not None else None,
+            self.labels[index] if self.labels is not None else None,
+        )
+
+
+# -- reading single images --------------------------------------------------
+def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read an image file as 8-bit RGB ``(H, W, 3)``; also return notes on any conversion."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image not found: {p}")
+    notes: list[str] = []
+    try:
+        with Image.open(p) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{p}: image of {img.width}x{img.height} pixels is too large")
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img).astype(np.int64)
+                top = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
+                arr = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+                notes.append(f"{mode} converted to 8-bit RGB")
+                return np.repeat(arr[..., None], 3, axis=2), notes
+            if mode == "RGBA" or mode == "LA" or (mode == "P" and "transparency" in img.info):
+                alpha = np.asarray(img.convert("RGBA"))[..., 3]
+                if alpha.min() < 255:
+                    notes.append(f"{mode}: transparency dropped (alpha is not kept)")
+                else:
+                    notes.append(f"{mode}: opaque alpha channel dropped")
+            elif mode != "RGB":
+                notes.append(f"{mode} converted to RGB")
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{p}: not a readable image ({exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{p}: refused: {exc}") from None
+    return np.ascontiguousarray(arr), notes
+
+
+# -- sources ------------------------------------------------------------------
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f.files:
+                raise DataError(f"{path}: .npz must hold a uint8 array 'x' of shape (N, H, W, 3); found {', '.join(f.files) or 'nothing'}")
+            x = f["x"]
+            y = f["y"] if "y" in f.files else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise DataError(f"{path}: 'x' must be uint8 of shape (N, H, W, 3), got {x.dtype} {x.shape}")
+    return x, y
+
+
+def _cifar10(root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(str(root), train=train, download=download)
+    except Exception as exc:  # URLError, RuntimeError("Dataset not found"), ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({reason[:120]}); "
+            "point --data at a local copy (a folder with cifar-10-batches-py, a .npz with uint8 'x' (N,H,W,3), "
+            "or a folder of images) or set RDKIT_DATA_DIR to where cifar-10-batches-py lives"
+        ) from None
+    return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{folder}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _split_index(n: int, split: str, val_fraction: float, seed: int) -> np.ndarray:
+    if split == "all":
+        return np.arange(n)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    n_val = max(1, int(math.ceil(n * val_fraction)))
+    if n_val >= n:
+        raise DataError(f"a source of {n} images is too small to split off a validation set")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_val] if split == "val" else perm[n_val:])
+
+
+def load_images(spec: str | Path, split: str = "all", *, val_fraction: float = 0.1, seed: int = 0,
+                limit: int | None = None, download: bool = True) -> ImageSet:
+    """Resolve ``--data`` and return one split of it.
+
+    ``cifar10`` (or a folder holding ``cifar-10-batches-py``) uses the official
+    train/test split ("val" is the test set); other sources are split
+    deterministically by ``seed`` with ``val_fraction`` of the images in "val".
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    s = str(spec)
+    p = Path(s).expanduser()
+    if s == "cifar10" or (p.is_dir() and (p / "cifar-10-batches-py").is_dir()):
+        root = data_root() if s == "cifar10" else p
+        if split == "all":
+            xs = [_cifar10(root, t, download) for t in (True, False)]
+            out = ImageSet("cifar10", np.concatenate([a for a, _ in xs]), labels=np.concatenate([b for _, b in xs]))
+        else:
+            x, y = _cifar10(root, split == "train", download)
+            out = ImageSet(f"cifar10-{'train' if split == 'train' else 'test'}", x, labels=y)
+        index = np.arange(len(out))
+    else:
+        if p.is_file() and p.suffix.lower() == ".npz":
+            x, y = _load_npz(p)
+            out = ImageSet(p.stem, x, labels=y)
+        elif p.is_dir():
+            out = ImageSet(p.name, files=_image_files(p))
+        elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            out, split = ImageSet(p.stem, files=[p]), "all"
+        elif p.exists():
+            raise DataError(f"{p}: --data must be cifar10, a .npz, an image folder or an image file")
+        else:
+            raise DataError(f"data not found: {s} (use cifar10, a .npz file, an image folder or an image file)")
+        index = _split_index(len(out), split, val_fraction, seed)
+    if limit is not None:
+        index = index[: max(0, int(limit))]
+    return out.subset(index) if len(index) != len(out) else out
+
+
+def iter_images(image_set: ImageSet) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(name, uint8 (H, W, 3))`` at native size, reading files one at a time."""
+    for name, i in zip(image_set.names(), range(len(image_set))):
+        yield name, image_set.image(i)
+
+
+def to_tensor(images: np.ndarray):
+    """uint8 (N, H, W, 3) or (H, W, 3) -> float tensor (N, 3, H, W) in [0, 1]."""
+    import torch
+
+    arr = images[None] if images.ndim == 3 else images
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(x) -> np.ndarray:
+    """Float tensor (N, 3, H, W) in [0, 1] -> uint8 (N, H, W, 3), rounded and clamped."""
+    import torch
+
+    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
