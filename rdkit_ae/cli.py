@@ -6,26 +6,32 @@ and the rest of rdkit_ae inside its body so ``rdkit --help`` stays fast.
 
 from __future__ import annotations
 
-import click
+import functools
+from typing import Any, Callable
+
 import typer
-from typer.core import TyperGroup
 
 from .errors import RdkitError
 
 
-class _Group(TyperGroup):
-    """Turns user errors (RdkitError) into one line on stderr and exit code 1."""
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn user errors (RdkitError) into one line on stderr and exit code 1."""
 
-    def invoke(self, ctx: click.Context):
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            return func(*args, **kwargs)
         except RdkitError as exc:
-            raise click.ClickException(str(exc)) from None
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
 
 
-def new_app(**kwargs) -> typer.Typer:
-    return typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
-                       pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
+def new_app(**kwargs: Any) -> typer.Typer:
+    kwargs.setdefault("no_args_is_help", True)
+    return typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                       context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
 
 
 app = new_app(name="rdkit", help="rdkit-ae: plugin-based rate-distortion toolkit for learned image compression.")
@@ -40,4 +46,9 @@ from .commands import codec as _codec  # noqa: E402,F401
 
 def run() -> None:
     """Console-script entry point."""
+    import warnings
+
+    # CompressAI 1.2.8 calls torch.jit.script, which torch 2.14 deprecates; the
+    # warning means nothing to a CLI user (the library itself does not filter it).
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     app()

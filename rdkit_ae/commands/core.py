@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, new_app
+from ..cli import app, handle_errors, new_app
 
 recipes_app = new_app(help="List zoo recipes, or show one resolved.", no_args_is_help=False)
 app.add_typer(recipes_app, name="recipes")
@@ -19,6 +19,7 @@ def _console():
 
 
 @app.command()
+@handle_errors
 def plugins(kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encoder, decoder, quantizer or loss")) -> None:
     """List registered plugins: kind, name, origin and summary."""
     from rich.table import Table
@@ -35,6 +36,7 @@ def plugins(kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encod
 
 
 @recipes_app.callback(invoke_without_command=True)
+@handle_errors
 def recipes(ctx: typer.Context) -> None:
     """List the zoo recipes with their descriptions."""
     if ctx.invoked_subcommand is not None:
@@ -50,6 +52,7 @@ def recipes(ctx: typer.Context) -> None:
 
 
 @recipes_app.command("show")
+@handle_errors
 def recipes_show(
     name: str = typer.Argument(..., help="zoo name or path to a .toml recipe"),
     set_: List[str] = typer.Option([], "--set", help="override: dotted.key=value (TOML value)"),
@@ -63,6 +66,7 @@ def recipes_show(
 
 
 @app.command()
+@handle_errors
 def info(
     recipe: str = typer.Argument(..., help="zoo name or path to a .toml recipe"),
     set_: List[str] = typer.Option([], "--set", help="override: dotted.key=value (TOML value)"),

@@ -1,0 +1,277 @@
+"""Built-in losses: ``loss(x, out) -> scalar``.
+
+``x`` is the original batch (B, 3, H, W) in [0, 1]; ``out`` is the model's
+forward output ``{"x_hat": ..., "likelihoods": {...}}``. A recipe's ``weight``
+(lambda, beta, ...) multiplies the value outside the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from rdkit_ae.errors import PluginError, RdkitError
+from rdkit_ae.registry import register
+
+from . import vgg
+from .encoders import check_choice, check_int
+
+
+class ImageSizeError(RdkitError, ValueError):
+    """Images too small for a loss (SSIM window, MS-SSIM scales)."""
+
+
+@register("loss", "mse")
+class MSELoss(nn.Module):
+    """Mean squared error between the reconstruction and the original (pixels in [0, 1])."""
+
+    def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
+        return F.mse_loss(out["x_hat"], x)
+
+
+def _iter_tensors(obj: Any):
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _iter_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _iter_tensors(v)
+
+
+@register("loss", "rate")
+class RateLoss(nn.Module):
+    """Estimated rate in bits per pixel: sum of -log2(likelihood) over all latents, / (B * H * W).
+
+    Every tensor in ``out["likelihoods"]`` counts (nested dicts and lists
+    included); H and W are the original image's. Its recipe weight is the
+    rate-distortion trade-off lambda.
+    """
+
+    def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
+        B, _, H, W = x.shape
+        likelihoods = out.get("likelihoods") if isinstance(out, Mapping) else None
+        tensors = list(_iter_tensors(likelihoods))
+        if not tensors:
+            raise RdkitError(
+                "loss 'rate': the model output has no likelihoods; use a quantizer that provides them"
+            )
+        total = sum(torch.log(t).sum() for t in tensors)
+        return total / (-math.log(2) * B * H * W)
+
+
+def _check_win_size(plugin: str, win_size: Any) -> int:
+    win_size = check_int(plugin, "win_size", win_size, 3)
+    if win_size % 2 == 0:
+        raise PluginError(f"{plugin}: win_size must be odd; got {win_size}")
+    return win_size
+
+
+@register("loss", "ssim")
+class SSIMLoss(nn.Module):
+    """1 - SSIM (Gaussian window, data range 1); reconstructions are clamped to [0, 1] first.
+
+    Args:
+        win_size: odd Gaussian window size (default 11); images must be at
+            least this large on each side.
+    """
+
+    def __init__(self, win_size: int = 11):
+        super().__init__()
+        self.win_size = _check_win_size("loss 'ssim'", win_size)
+
+    def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
+        from pytorch_msssim import ssim
+
+        H, W = x.shape[-2:]
+        if min(H, W) < self.win_size:
+            raise ImageSizeError(
+                f"loss 'ssim': images of {H}x{W} are smaller than the SSIM window ({self.win_size}); "
+                "use a smaller win_size (odd, >= 3)"
+            )
+        x_hat = out["x_hat"].clamp(0.0, 1.0)
+        return 1.0 - ssim(x_hat, x, data_range=1.0, size_average=True, win_size=self.win_size)
+
+
+@register("loss", "ms-ssim")
+class MSSSIMLoss(nn.Module):
+    """1 - MS-SSIM (5 scales, data range 1); needs images larger than (win_size - 1) * 16 a side.
+
+    With the default ``win_size=11`` images must be at least 161x161: use
+    ``ssim`` for small images such as CIFAR-10 (32x32). Reconstructions are
+    clamped to [0, 1] first.
+
+    Args:
+        win_size: odd Gaussian window size (default 11).
+    """
+
+    def __init__(self, win_size: int = 11):
+        super().__init__()
+        self.win_size = _check_win_size("loss 'ms-ssim'", win_size)
+
+    @property
+    def min_size(self) -> int:
+        return (self.win_size - 1) * 2**4 + 1
+
+    def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
+        from pytorch_msssim import ms_ssim
+
+        H, W = x.shape[-2:]
+        if min(H, W) < self.min_size:
+            raise ImageSizeError(
+                f"loss 'ms-ssim': needs images of at least {self.min_size}x{self.min_size} pixels "
+                f"(5 scales, win_size {self.win_size}), got {H}x{W}; use the 'ssim' loss for small "
+                "images such as CIFAR-10 (32x32)"
+            )
+        x_hat = out["x_hat"].clamp(0.0, 1.0)
+        return 1.0 - ms_ssim(x_hat, x, data_range=1.0, size_average=True, win_size=self.win_size)
+
+
+NORMALIZE = ("target", "none")
+
+
+@register("loss", "vgg-perceptual")
+class VGGPerceptualLoss(nn.Module):
+    """Perceptual loss: weighted MSE between frozen VGG-16 features of x_hat and x, normalised per layer.
+
+    ``sum_l w_l * mean((phi_l(x_hat) - phi_l(x))**2) / n_l`` over the chosen
+    ReLU layers ``l`` of a frozen, ImageNet-trained VGG-16 (``features``,
+    truncated after the deepest requested layer; always in eval mode; no
+    gradient to its weights). Features of the original are computed without
+    gradient.
+
+    Normalisation ``normalize="target"`` (default): ``n_l`` is the mean
+    squared activation of the original's features at layer ``l`` over the
+    batch (detached). Each term is then a relative feature error: about 0
+    for identical images and O(1) for unrelated ones, on the scale of other
+    [0, 1]-pixel losses, so recipe weights like 0.1 are meaningful, and
+    independent of the preprocessing convention (raw feature MSEs are
+    1e4-1e6 times a pixel MSE). ``normalize="none"``: ``n_l = 1`` (raw).
+
+    Reconstructions are not clamped. Weights: ``weights`` (a file path, or
+    ``"torchvision"``), else ``$RDKIT_VGG_WEIGHTS``, else torchvision's
+    IMAGENET1K_V1 (downloaded where there is internet). Preprocessing:
+    ``preprocessing`` (``"torchvision"`` or ``"caffe"``), else
+    ``$RDKIT_VGG_PREPROCESSING``, else ``"torchvision"``; it must match the
+    weights (torchvision's: ``torchvision``; the original Caffe release:
+    ``caffe``). The network follows the device of ``x``.
+
+    Args:
+        layers: ReLU layers, among relu1_1, relu1_2, relu2_1, relu2_2,
+            relu3_1, relu3_2, relu3_3, relu4_1, relu4_2, relu4_3, relu5_1,
+            relu5_2, relu5_3 (default relu1_2, relu2_2, relu3_3).
+        layer_weights: one weight per layer (a list, or a dict by name);
+            default 1.0 each.
+        weights: VGG-16 weights file, or "torchvision".
+        preprocessing: "torchvision" or "caffe".
+        normalize: "target" (default) or "none".
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3"),
+        layer_weights: Sequence[float] | Mapping[str, float] | None = None,
+        weights: str | None = None,
+        preprocessing: str | None = None,
+        normalize: str = "target",
+    ):
+        super().__init__()
+        name = "loss 'vgg-perceptual'"
+        if isinstance(layers, str):
+            layers = (layers,)
+        if not isinstance(layers, Sequence) or len(layers) == 0:
+            raise PluginError(f"{name}: layers must be a non-empty list of layer names; got {layers!r}")
+        layers = tuple(layers)
+        indices = [vgg.layer_index(n) for n in layers]
+        if len(set(layers)) != len(layers):
+            raise PluginError(f"{name}: layers lists a layer twice: {list(layers)}")
+        self.layers = layers
+        self.layer_weights = self._check_layer_weights(name, layers, layer_weights)
+        self.normalize = check_choice(name, "normalize", normalize, NORMALIZE)
+        self.preprocessing = vgg.resolve_preprocessing(preprocessing)
+        path, self.weights_source = vgg.resolve_weights(weights)
+        self.weights_path = path
+        self._weights_arg = path if path is not None else vgg.TORCHVISION
+        self._index_of = dict(zip(layers, indices))
+        self.depth = max(indices)
+        self._deepest = layers[indices.index(self.depth)]
+        # Not registered as a submodule: the shared, frozen network stays out of
+        # state_dict(), parameters() and .to()/.train(); it follows x's device.
+        self._nets: dict[str, nn.Sequential] = {}
+        self._net(torch.device("cpu"))  # load now, so weight problems surface at build time
+
+    @staticmethod
+    def _check_layer_weights(name, layers, layer_weights) -> tuple[float, ...]:
+        if layer_weights is None:
+            return tuple(1.0 for _ in layers)
+        if isinstance(layer_weights, Mapping):
+            unknown = [k for k in layer_weights if k not in layers]
+            if unknown:
+                raise PluginError(f"{name}: layer_weights names layers not in layers: {unknown}")
+            values = [layer_weights.get(n, 1.0) for n in layers]
+        elif isinstance(layer_weights, Sequence) and not isinstance(layer_weights, str):
+            if len(layer_weights) != len(layers):
+                raise PluginError(
+                    f"{name}: layer_weights has {len(layer_weights)} values for {len(layers)} layers"
+                )
+            values = list(layer_weights)
+        else:
+            raise PluginError(f"{name}: layer_weights must be a list or a table by layer; got {layer_weights!r}")
+        try:
+            return tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise PluginError(f"{name}: layer_weights must be numbers; got {values!r}") from None
+
+    def _net(self, device: torch.device) -> nn.Sequential:
+        key = str(device)
+        net = self._nets.get(key)
+        if net is None:
+            net = vgg.load_features(self.depth, self._weights_arg, device, layer=self._deepest)
+            self._nets[key] = net
+        return net
+
+    def train(self, mode: bool = True) -> "VGGPerceptualLoss":
+        super().train(mode)
+        for net in self._nets.values():
+            net.eval()  # the feature network is frozen, always in eval mode
+        return self
+
+    def _features(self, net: nn.Sequential, x: Tensor) -> list[Tensor]:
+        h = vgg.preprocess(x.float(), self.preprocessing).contiguous(memory_format=torch.channels_last)
+        wanted = {i: n for n, i in self._index_of.items()}
+        feats: dict[str, Tensor] = {}
+        for i, layer in enumerate(net):
+            h = layer(h)
+            if i in wanted:
+                feats[wanted[i]] = h
+        return [feats[n] for n in self.layers]
+
+    def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
+        net = self._net(x.device)
+        x_hat = out["x_hat"].to(x.device)
+        with torch.no_grad():
+            targets = self._features(net, x)
+        preds = self._features(net, x_hat)
+        total = x_hat.new_zeros((), dtype=torch.float32)
+        for w, p, t in zip(self.layer_weights, preds, targets):
+            term = F.mse_loss(p, t)
+            if self.normalize == "target":
+                term = term / t.pow(2).mean().clamp_min(1e-12)
+            total = total + w * term
+        return total
+
+    def extra_repr(self) -> str:
+        src = self.weights_path or "torchvision IMAGENET1K_V1"
+        return (
+            f"layers={list(self.layers)}, layer_weights={list(self.layer_weights)}, "
+            f"weights={src!r}, preprocessing={self.preprocessing!r}, normalize={self.normalize!r}"
+        )
+
+
+__all__ = ["MSELoss", "RateLoss", "SSIMLoss", "MSSSIMLoss", "VGGPerceptualLoss", "ImageSizeError"]
