@@ -80,8 +80,10 @@ class Registry:
                     "pass replace=True to override it"
                 )
             origin = self._origin
-            if origin == "user" and getattr(obj, "__module__", "").startswith("rdkit_ae.plugins."):
-                origin = BUILTIN  # a built-in module imported before load()
+            if origin == "user":
+                # Registered outside discovery: name the module (built-in if ours).
+                module = getattr(obj, "__module__", None) or "user"
+                origin = BUILTIN if module.startswith("rdkit_ae.plugins.") else module
             table[key] = PluginInfo(kind, key, obj, origin)
             return obj
 

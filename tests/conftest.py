@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests make their own small data; nothing here downloads."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# Tiny versions of the zoo recipes: same plugins, a fraction of the compute.
+TINY = {
+    "conv-mse": ["encoder.channels=[8, 16]", "encoder.latent_channels=4"],
+    "conv-hybrid": ["encoder.channels=[8, 16]", "encoder.latent_channels=4"],
+    "conv-ste": ["encoder.channels=[8, 16]", "encoder.latent_channels=4"],
+    "factorized": ["encoder.N=8", "encoder.M=12"],
+    "hyperprior": ["encoder.N=8", "encoder.M=12", "quantizer.N=8"],
+}
+
+
+@pytest.fixture
+def tiny_overrides():
+    return TINY
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    return SHARED
+
+
+@pytest.fixture
+def python_env(tmp_path):
+    """Environment for subprocesses: the current interpreter's, plus nothing surprising."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    return env
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return sys.executable
