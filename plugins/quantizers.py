@@ -235,9 +235,16 @@ class FactorizedEntropyQuantizer(EntropyBottleneckLatentCodec):
         return super().decompress(strings, tuple(int(s) for s in shape))
 
 
+class _Abs(nn.Module):
+    """|y|: the scale hyperprior only needs the magnitudes of the latent."""
+
+    def forward(self, y: Tensor) -> Tensor:
+        return y.abs()
+
+
 def _hyper_transforms(channels: int, N: int, stages: int) -> tuple[nn.Module, nn.Module]:
     """Balle 2018 scale hyperprior h_a / h_s with ``stages`` stride-2 steps."""
-    h_a: list[nn.Module] = [conv(channels, N, kernel_size=3, stride=1), nn.ReLU(inplace=True)]
+    h_a: list[nn.Module] = [_Abs(), conv(channels, N, kernel_size=3, stride=1), nn.ReLU(inplace=True)]
     for i in range(stages):
         h_a.append(conv(N, N, kernel_size=5, stride=2))
         if i < stages - 1:
@@ -253,7 +260,7 @@ def _hyper_transforms(channels: int, N: int, stages: int) -> tuple[nn.Module, nn
 class HyperpriorQuantizer(HyperpriorLatentCodec):
     """Entropy-coded latent with a scale hyperprior (Balle et al. 2018): Gaussian conditional + side information.
 
-    ``z = h_a(y)`` (3x3 conv + ReLU, then ``hyper_stages`` 5x5 stride-2 convs
+    ``z = h_a(|y|)`` (3x3 conv + ReLU, then ``hyper_stages`` 5x5 stride-2 convs
     with ReLU between) is coded with an EntropyBottleneck(N); ``h_s(z_hat)``
     (mirrored transposed convs, ending in a 3x3 conv to ``channels`` and a
     ReLU, so scales are >= 0) gives the scales of a zero-mean Gaussian
