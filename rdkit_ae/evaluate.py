@@ -346,3 +346,25 @@ def _mismatch_message(names, reference, decoded) -> str:
     return (f"BIT-EXACT CHECK FAILED ({where}): decompress(compress(x)) differs from the eval-mode forward "
             f"reconstruction on {bad} of {len(names)} images (max abs diff {worst:.3g} on [0, 1]); the encoder and "
             "decoder disagree, so these bitstreams cannot be trusted")
+
+
+# -- checkpoints ----------------------------------------------------------------
+def evaluate_checkpoint(path: str | Path, images, **kwargs: Any) -> EvalResult:
+    """Load a checkpoint (safely, entropy tables ready) and :func:`evaluate` it."""
+    from .checkpoint import load_model
+
+    model, recipe, _ = load_model(path, map_location=kwargs.get("device", "cpu"))
+    res = evaluate(model, images, **kwargs)
+    res.meta["checkpoint"] = str(path)
+    return res
+
+
+def results_curve(results: Sequence[EvalResult], name: str | None = None, description: str | None = None) -> dict[str, Any]:
+    """Several evaluations (e.g. one per checkpoint) as the points of one CompressAI curve, like
+    ``compressai.utils.eval_model`` does with several checkpoints."""
+    if not results:
+        raise RdkitError("no evaluations to combine")
+    names = list(dict.fromkeys(r.name for r in results))
+    descriptions = list(dict.fromkeys(r.description for r in results if r.description))
+    return compressai_entry(name or "+".join(names), description if description is not None else "; ".join(descriptions),
+                            [r.summary for r in results])
