@@ -87,3 +87,93 @@ def eval_(
         rows = [{"checkpoint": str(p), **rec} for p, r in zip(checkpoints, results) for rec in r.records]
         write_records_csv(csv, rows)
         console.print(f"wrote {csv}")
+
+
+class _RichReporter:
+    """Sweep progress: one bar over the whole sweep (ETA from estimated step costs) and the current step."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def begin(self, tasks):
+        self.n, self.i, self.done = len(tasks), 0, 0.0
+        self.total = sum(t.weight for t in tasks) or 1.0
+        self.overall = self.progress.add_task(f"sweep ({self.n} steps)", total=self.total)
+        self.current = self.progress.add_task("", total=1.0)
+
+    def start(self, task):
+        self.i += 1
+        self.progress.update(self.current, description=f"[{self.i}/{self.n}] {task.label}", completed=0)
+
+    def advance(self, task, fraction):
+        self.progress.update(self.current, completed=fraction)
+        self.progress.update(self.overall, completed=self.done + fraction * task.weight)
+
+    def finish(self, task, cached):
+        if cached:
+            # A cached step costs nothing: drop it from the total rather than
+            # count it as done, so it does not make the ETA optimistic.
+            self.total -= task.weight
+            self.progress.update(self.overall, total=max(self.total, 1e-9))
+        else:
+            self.done += task.weight
+        self.progress.update(self.overall, completed=self.done)
+        if task.kind in ("train", "eval"):
+            self.console.print(f"  {'cached' if cached else 'done  '} {task.label}", highlight=False)
+
+    def note(self, message):
+        self.console.print(f"[yellow]{message}[/]", highlight=False)
+
+
+@app.command()
+@handle_errors
+def bench(
+    spec: Path = typer.Argument(..., help="sweep spec (TOML), e.g. benchmarks/smoke.toml"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: runs/bench-<spec name>)"),
+    resume: bool = typer.Option(True, "--resume/--fresh", help="reuse finished points in OUT, or retrain everything"),
+) -> None:
+    """Train and evaluate a sweep of recipes, run JPEG/WebP/AVIF, and write RD curves and BD-rates."""
+    from rich.table import Table
+
+    from ..bench import load_spec, run_sweep
+
+    sweep = load_spec(spec)
+    out = out or Path("runs") / f"bench-{sweep.name}"
+    console = _console()
+    console.print(f"sweep '{sweep.name}': {len(sweep.points)} model point(s) in {len(sweep.models)} curve(s), "
+                  f"{sum(len(c.qualities) for c in sweep.codecs)} codec point(s); eval on {sweep.eval_data.describe()}; "
+                  f"output {out}")
+    try:
+        with _RichReporter(console) as reporter:
+            result = run_sweep(sweep, out, resume=resume, reporter=reporter)
+    except KeyboardInterrupt:
+        console.print(f"[red]interrupted[/]: finished points are kept in {out}; run the same command again to resume")
+        raise typer.Exit(130) from None
+
+    table = Table(title=f"BD vs {result.bd['anchor']} (PSNR; over each overlap)")
+    for col in ("curve", "points", "bpp", "PSNR dB", "BD-rate", "BD-PSNR dB"):
+        table.add_column(col, justify="left" if col == "curve" else "right")
+    for name, curve in result.curves.items():
+        pts = curve["points"]
+        if not pts:
+            continue
+        bd = result.bd["curves"].get(name)
+        rate = "anchor" if name == result.bd["anchor"] else ("n/a" if bd is None or bd["bd_rate"] is None else f"{bd['bd_rate']:+.1f}%")
+        dpsnr = "" if name == result.bd["anchor"] else ("n/a" if bd is None or bd["bd_psnr"] is None else f"{bd['bd_psnr']:+.2f}")
+        bpps, psnrs = [p.summary["bpp"] for p in pts], [p.summary["psnr"] for p in pts]
+        table.add_row(name, str(len(pts)), f"{min(bpps):.3f}-{max(bpps):.3f}", f"{min(psnrs):.2f}-{max(psnrs):.2f}", rate, dpsnr)
+    console.print(table)
+    console.print(f"trained {result.trained} point(s) this run; reports in {result.out_dir}: "
+                  + ", ".join(sorted(p.name for p in result.files.values())))
