@@ -113,15 +113,52 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y
 
 
-def _cifar10(root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def _local_cifar10_class():
+    """torchvision's CIFAR10 reader for a copy the user points at, without the md5 checks.
+
+    torchvision verifies every batch file against the md5 of the official
+    archive and, with ``download=True``, re-downloads on a mismatch. A folder
+    given explicitly as ``--data`` is the user's own copy (possibly re-packed,
+    subset or generated for tests), so here the files need only exist; they are
+    parsed by torchvision's own code. Its batches are Python pickles (CIFAR's
+    format): point ``--data`` only at copies you trust.
+    """
+    from torchvision.datasets import CIFAR10
+
+    class LocalCIFAR10(CIFAR10):
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            # Class names are not used for compression; a copy may omit batches.meta.
+            self.classes = CIFAR10_CLASSES
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return LocalCIFAR10
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _cifar10(root: Path, train: bool, download: bool, local: bool = False) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.datasets import CIFAR10
 
     try:
-        ds = CIFAR10(str(root), train=train, download=download)
+        if local:
+            ds = _local_cifar10_class()(str(root), train=train, download=False)
+        else:
+            ds = CIFAR10(str(root), train=train, download=download)
     except Exception as exc:  # URLError, RuntimeError("Dataset not found"), ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local:
+            raise DataError(
+                f"{root / 'cifar-10-batches-py'}: not a readable CIFAR-10 copy ({reason[:160]}); it needs "
+                "data_batch_1..5 and test_batch in torchvision's format"
+            ) from None
+        how = "could not be downloaded" if download else "downloading is off"
         raise DataError(
-            f"CIFAR-10 is not in {root} and could not be downloaded ({reason[:120]}); "
+            f"CIFAR-10 is not in {root} and {how} ({reason[:120]}); "
             "point --data at a local copy (a folder with cifar-10-batches-py, a .npz with uint8 'x' (N,H,W,3), "
             "or a folder of images) or set RDKIT_DATA_DIR to where cifar-10-batches-py lives"
         ) from None
@@ -161,11 +198,12 @@ def load_images(spec: str | Path, split: str = "all", *, val_fraction: float = 0
     p = Path(s).expanduser()
     if s == "cifar10" or (p.is_dir() and (p / "cifar-10-batches-py").is_dir()):
         root = data_root() if s == "cifar10" else p
+        local = s != "cifar10"  # an explicit folder is a local copy: read it, never download into it
         if split == "all":
-            xs = [_cifar10(root, t, download) for t in (True, False)]
+            xs = [_cifar10(root, t, download, local) for t in (True, False)]
             out = ImageSet("cifar10", np.concatenate([a for a, _ in xs]), labels=np.concatenate([b for _, b in xs]))
         else:
-            x, y = _cifar10(root, split == "train", download)
+            x, y = _cifar10(root, split == "train", download, local)
             out = ImageSet(f"cifar10-{'train' if split == 'train' else 'test'}", x, labels=y)
         index = np.arange(len(out))
     else:
@@ -184,6 +222,17 @@ def load_images(spec: str | Path, split: str = "all", *, val_fraction: float = 0
     if limit is not None:
         index = index[: max(0, int(limit))]
     return out.subset(index) if len(index) != len(out) else out
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return int(img.height), int(img.width)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
 
 
 def iter_images(image_set: ImageSet) -> Iterator[tuple[str, np.ndarray]]:

@@ -40,6 +40,7 @@ TRAIN_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
     "optimizer": ((dict,), OPTIMIZER_SCHEMA),
     "aux_lr": ((float, int), 1e-3),
     "schedule": ((str,), "cosine"),
+    "schedule_interval": ((str,), "epoch"),  # "epoch" or "step": when the schedule advances (checked by rdkit_ae.train)
     "clip_grad": ((float, int), 0.0),
     "augment": ((dict,), AUGMENT_SCHEMA),
     "crop_size": ((int,), 256),
