@@ -162,6 +162,7 @@ def _points_of(entry: dict[str, Any], where: str, source: str) -> list[dict[str,
 
 
 def _model_curves(entries: Any, base: Path, budget: dict[str, Any], source: str) -> list[ModelCurve]:
+    from .model import build_model
     from .recipe import load_recipe, parse_override
 
     if not isinstance(entries, list):
@@ -188,6 +189,7 @@ def _model_curves(entries: Any, base: Path, budget: dict[str, Any], source: str)
             merged = {**fixed, **overrides}
             try:
                 recipe = load_recipe(recipe_ref, merged)
+                build_model(recipe)  # fail now on bad plugin parameters, not an hour into the sweep
             except RdkitError as exc:
                 raise SpecError(f"{source}: {where} ({name}): {exc}") from None
             label = ", ".join(f"{k}={_format_value(v)}" for k, v in overrides.items()) or "default"
