@@ -34,7 +34,7 @@ import numpy as np
 from .errors import RdkitError
 
 CACHE_VERSION = 1  # bump when cached files change meaning
-BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "time_budget", "val_fraction")
+BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "limit_val", "time_budget", "val_fraction")
 TOP_KEYS = ("name", "description", "anchor", "seed", "data", "budget", "eval", "model", "classical", "external")
 
 
@@ -427,6 +427,7 @@ class PointResult:
     checkpoint: str = ""
     quality: int | None = None
     train_seconds: float | None = None
+    steps: int | None = None
     cached: bool = False
 
 
@@ -438,6 +439,7 @@ class SweepResult:
     files: dict[str, Path]
     trained: int  # points trained in this call (not taken from the cache)
     notes: list[str]
+    failures: list[str]  # points whose training failed (left out of the curves; retried on the next run)
 
 
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, resume: bool = True,
@@ -482,7 +484,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
             tasks.append((task, _codec_job(out, eval_images, eval_key, sweep, q, curves[codec.label], resume, reporter)))
     for ext in spec.externals:
         curves[ext["name"]] = {"kind": "external", "description": ext["description"], "points": _external_points(ext)}
-    trained = [0]
+    trained, failures = [0], []
     for model in spec.models:
         curves[model.name] = {"kind": "learned", "description": model.points[0].recipe.description, "points": []}
         for point in model.points:
@@ -492,7 +494,8 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
             t_train = Task("train", f"train {model.name} [{point.label}]", budget_s)
             t_eval = Task("eval", f"eval {model.name} [{point.label}]", n_eval * 0.01)
             state: dict[str, Any] = {}
-            tasks.append((t_train, _train_job(point, run_dir, train_data, spec, train_fn, resume, state, trained, reporter)))
+            tasks.append((t_train, _train_job(point, run_dir, train_data, spec, train_fn, resume, state, trained, failures,
+                                              reporter)))
             tasks.append((t_eval, _eval_job(point, run_dir, eval_images, eval_key, spec, resume, state, curves[model.name],
                                              reporter, evaluate_checkpoint)))
 
@@ -505,9 +508,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
 
     for c in curves.values():
         c["points"].sort(key=lambda p: p.summary["bpp"])
-    files = write_reports(out, spec, curves, notes)
+    files = write_reports(out, spec, curves, notes + [f"FAILED: {f}" for f in failures])
     bd = json.loads(files["bd_rate.json"].read_text())
-    return SweepResult(out, curves, bd, files, trained[0], notes)
+    return SweepResult(out, curves, bd, files, trained[0], notes, failures)
 
 
 def _overlap_notes(spec: SweepSpec) -> list[str]:
@@ -574,32 +577,49 @@ def _external_points(ext: dict[str, Any]) -> list[PointResult]:
     return pts
 
 
-def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, trained, reporter):
+def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, trained, failures, reporter):
     def job(task: Task) -> bool:
         done = run_dir / "done.json"
         info = _read_json(done) if resume else None
         if info is not None and Path(info.get("checkpoint", "")).is_file():
             state.update(info)
             return True
-        if run_dir.exists():
-            # Unfinished (interrupted) or --fresh: start this point over.
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        # What the cache key was made of, for a human wondering why a point retrained.
-        (run_dir / "point.json").write_text(json.dumps({
-            "curve": point.curve, "label": point.label, "recipe": point.recipe.name, "overrides": point.overrides,
-            "recipe_digest": point.recipe.digest(), "budget": point.budget, "seed": spec.seed, "train_data": train_data,
-            "resolved_recipe": point.recipe.data}, indent=2, default=str))
         fn = train_fn or _default_train()
+        train_dir = run_dir / "train"
+        kwargs = dict(data=train_data, out=train_dir, overrides=[], seed=spec.seed, quiet=True, evaluate=False, **point.budget)
         t0 = time.perf_counter()
-        result = fn(point.recipe, data=train_data, out=run_dir / "train", overrides=[], seed=spec.seed, quiet=True,
-                    evaluate=False, **point.budget)
+        result = None
+        if resume and (train_dir / "last.pt").is_file():
+            # An interrupted training: continue it from its last checkpoint (the
+            # trainer makes that equivalent to an uninterrupted run).
+            try:
+                result = fn(None, resume=train_dir, **kwargs)
+            except RdkitError as exc:
+                reporter.note(f"{task.label}: could not resume ({exc}); starting this point over")
+        if result is None:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # unfinished and not resumable, or --fresh: start over
+            run_dir.mkdir(parents=True)
+            # What the cache key was made of, for a human wondering why a point retrained.
+            (run_dir / "point.json").write_text(json.dumps({
+                "curve": point.curve, "label": point.label, "recipe": point.recipe.name, "overrides": point.overrides,
+                "recipe_digest": point.recipe.digest(), "budget": point.budget, "seed": spec.seed,
+                "train_data": train_data, "resolved_recipe": point.recipe.data}, indent=2, default=str))
+            try:
+                result = fn(point.recipe, **kwargs)
+            except RdkitError as exc:
+                # One diverging point (e.g. a NaN loss) must not sink a long sweep: record it, go on.
+                failures.append(f"{point.curve} [{point.label}]: training failed: {exc}")
+                reporter.note(f"FAILED {task.label}: {exc}")
+                state["failed"] = True
+                return False
         seconds = time.perf_counter() - t0
         ckpt = getattr(result, "best_checkpoint", None) or getattr(result, "last_checkpoint", None)
         if ckpt is None or not Path(ckpt).is_file():
             raise RdkitError(f"training {point.curve} [{point.label}] produced no checkpoint in {run_dir}")
         info = {"checkpoint": str(Path(ckpt).resolve()), "train_seconds": seconds,
-                "checkpoint_sha256": _file_sha(Path(ckpt))}
+                "stopped": getattr(result, "stopped", None), "epochs": getattr(result, "epochs", None),
+                "steps": getattr(result, "steps", None), "checkpoint_sha256": _file_sha(Path(ckpt))}
         from .evaluate import write_json
 
         write_json(done, info)
@@ -613,6 +633,8 @@ def _eval_job(point, run_dir, images, eval_key, spec, resume, state, curve, repo
     def job(task: Task) -> bool:
         from .evaluate import write_json
 
+        if state.get("failed"):
+            return False
         key = _sha({"v": CACHE_VERSION, "ckpt": state["checkpoint_sha256"], "data": eval_key, "batch": spec.eval_batch_size})
         path = run_dir / f"eval-{key[:12]}.json"
         cached = resume and path.is_file() and _read_json(path) is not None
@@ -624,7 +646,7 @@ def _eval_job(point, run_dir, images, eval_key, spec, resume, state, curve, repo
             write_json(path, _result_to_dict(res))
         curve["points"].append(PointResult(point.curve, "learned", point.label, res.summary, point.overrides,
                                            str(run_dir), state["checkpoint"], train_seconds=state.get("train_seconds"),
-                                           cached=cached))
+                                           steps=state.get("steps"), cached=cached))
         return cached
     return job
 
@@ -651,7 +673,7 @@ def machine_info() -> dict[str, Any]:
 
 
 CSV_COLUMNS = ("curve", "kind", "point", "quality", "n_images", "bytes", "bpp", "cr", "psnr", "psnr_of_mean_mse", "ssim",
-               "ms_ssim", "encoding_time", "decoding_time", "nominal_bpp", "container_bpp", "train_seconds", "cached",
+               "ms_ssim", "encoding_time", "decoding_time", "nominal_bpp", "container_bpp", "train_seconds", "steps", "cached",
                "run_dir", "checkpoint", "overrides")
 
 
@@ -677,7 +699,7 @@ def write_reports(out: Path, spec: SweepSpec, curves: dict[str, dict[str, Any]],
             s = p.summary
             rows.append({"curve": name, "kind": c["kind"], "point": p.label, "quality": p.quality,
                          **{k: s.get(k) for k in CSV_COLUMNS if k in s},
-                         "train_seconds": p.train_seconds, "cached": p.cached, "run_dir": p.run_dir,
+                         "train_seconds": p.train_seconds, "steps": p.steps, "cached": p.cached, "run_dir": p.run_dir,
                          "checkpoint": p.checkpoint, "overrides": json.dumps(p.overrides) if p.overrides else ""})
     rows = [{k: r.get(k) for k in CSV_COLUMNS} for r in rows]
     files["results.csv"] = out / "results.csv"

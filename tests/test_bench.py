@@ -237,3 +237,23 @@ def test_cli_bench_classical_only(tmp_path, data):
 
     missing = runner.invoke(app, ["bench", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 1 and missing.output.strip() == f"error: sweep spec not found: {tmp_path / 'nope.toml'}"
+
+
+def test_a_failing_point_is_reported_and_retried(tmp_path, data):
+    from rdkit_ae.errors import RdkitError
+
+    class Diverging(StandInTrainer):
+        def __call__(self, recipe, **kw):
+            if recipe["quantizer"]["bits"] == 4:
+                self.calls.append({"recipe": recipe})
+                raise RdkitError("loss became NaN at step 2")
+            return super().__call__(recipe, **kw)
+
+    spec = write_spec(tmp_path, SPEC.format(tiny=TINY_CONV))
+    res = run_sweep(spec, tmp_path / "out", train_fn=Diverging())
+    assert res.failures == ["conv-mse [quantizer.bits=4]: training failed: loss became NaN at step 2"]
+    assert [p.label for p in res.curves["conv-mse"]["points"]] == ["quantizer.bits=2", "quantizer.bits=8"]
+    assert "FAILED: conv-mse [quantizer.bits=4]" in (tmp_path / "out" / "bd_rate.md").read_text()
+    retry = StandInTrainer()
+    again = run_sweep(spec, tmp_path / "out", train_fn=retry)
+    assert len(retry.calls) == 1 and retry.calls[0]["recipe"]["quantizer"]["bits"] == 4 and not again.failures

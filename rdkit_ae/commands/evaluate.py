@@ -148,6 +148,7 @@ def bench(
     from rich.table import Table
 
     from ..bench import load_spec, run_sweep
+    from ..errors import RdkitError
 
     sweep = load_spec(spec)
     out = out or Path("runs") / f"bench-{sweep.name}"
@@ -156,11 +157,15 @@ def bench(
                   f"{sum(len(c.qualities) for c in sweep.codecs)} codec point(s); eval on {sweep.eval_data.describe()}; "
                   f"output {out}")
     try:
+        from ..train import TrainingInterrupted
+    except ImportError:  # training not installed: a classical-only sweep still runs
+        TrainingInterrupted = KeyboardInterrupt
+    try:
         with _RichReporter(console) as reporter:
             result = run_sweep(sweep, out, resume=resume, reporter=reporter)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TrainingInterrupted) as exc:
         console.print(f"[red]interrupted[/]: finished points are kept in {out}; run the same command again to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
 
     table = Table(title=f"BD vs {result.bd['anchor']} (PSNR; over each overlap)")
     for col in ("curve", "points", "bpp", "PSNR dB", "BD-rate", "BD-PSNR dB"):
@@ -177,3 +182,7 @@ def bench(
     console.print(table)
     console.print(f"trained {result.trained} point(s) this run; reports in {result.out_dir}: "
                   + ", ".join(sorted(p.name for p in result.files.values())))
+    if result.failures:
+        for failure in result.failures:
+            console.print(f"[red]FAILED[/] {failure}", highlight=False)
+        raise RdkitError(f"{len(result.failures)} point(s) failed to train (left out of the reports; rerun to retry them)")
