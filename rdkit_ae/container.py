@@ -1,0 +1,202 @@
+"""The ``.rdk`` container: one compressed image as bytes (see docs/format.md).
+
+Layout (all varints are unsigned LEB128, minimal length)::
+
+    "RK"  version(1)  model_id(4)  H  W  n_streams  len_0 .. len_{n-2}
+    stream_0 .. stream_{n-1}  crc32(4, big-endian, over everything before it)
+
+The last stream's length is implicit (what remains before the checksum).
+Latent shapes are not stored: they follow from H, W and the model (the codec
+derives them and checks them against what the quantizer produced), so storing
+them would only add bytes that must be validated against the same derivation.
+
+This module knows nothing about models. Parsing is explicit and bounded: every
+declared size is checked against the limits below and the bytes that remain
+before anything is sliced, and any defect raises :class:`FormatError`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .errors import FormatError
+
+MAGIC = b"RK"
+VERSION = 1
+ID_BYTES = 4
+CRC_BYTES = 4
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 26  # 67 MP (8192 x 8192): decoding needs memory in proportion
+MAX_STREAMS = 8
+MAX_VARINT_BYTES = 5  # enough for any value a file of < 32 GiB can hold
+SUFFIX = ".rdk"
+# magic + version + id + H + W + n_streams (1 byte each at least) + crc
+MIN_SIZE = len(MAGIC) + 1 + ID_BYTES + 3 + CRC_BYTES
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A parsed ``.rdk`` file.
+
+    ``strings`` is ``[stream][image]`` with one image, ready for
+    ``model.decompress(strings, shape, size)``; ``shape`` is filled only when
+    :func:`unpack` is given the model (it is derived, not stored).
+    """
+
+    model_id: bytes
+    size: tuple[int, int]
+    strings: list[list[bytes]]
+    shape: Any = None
+    version: int = VERSION
+    header_bytes: int = field(default=0, compare=False)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(len(s[0]) for s in self.strings)
+
+
+# -- varints ---------------------------------------------------------------
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """Decode one minimal LEB128 varint from ``data[pos:end]``; return (value, new pos)."""
+    value = shift = 0
+    for i in range(MAX_VARINT_BYTES):
+        if pos + i >= end:
+            raise FormatError(f"truncated file: it ends inside the {what} field")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            # A zero final byte after others is an overlong encoding: one value, one spelling.
+            if byte == 0 and i > 0:
+                raise FormatError(f"corrupt file: overlong encoding of the {what} field")
+            return value, pos + i + 1
+    raise FormatError(f"corrupt file: the {what} field is longer than {MAX_VARINT_BYTES} bytes")
+
+
+# -- packing ------------------------------------------------------------------
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise FormatError(f"image size {height}x{width} is outside 1..{MAX_SIDE} per side")
+    if height * width > max_pixels:
+        raise FormatError(
+            f"image of {height}x{width} = {height * width:,} pixels is above the limit of {max_pixels:,} "
+            "(raise it with --max-pixels if this file is trusted)"
+        )
+
+
+def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pixels: int = MAX_PIXELS) -> bytes:
+    """The ``.rdk`` bytes of image ``index`` of an ``RDModel.compress`` output.
+
+    ``compressed`` is ``{"strings": [stream][image] bytes, "size": (H, W), ...}``;
+    the latent ``shape`` is not stored (the decoder derives it from H, W).
+    """
+    model_id = bytes(model_id)
+    if len(model_id) != ID_BYTES:
+        raise ValueError(f"model id must be {ID_BYTES} bytes, got {len(model_id)}")
+    height, width = (int(v) for v in compressed["size"])
+    _check_size(height, width, max_pixels)
+    streams: Sequence[Sequence[bytes]] = compressed["strings"]
+    if not 1 <= len(streams) <= MAX_STREAMS:
+        raise FormatError(f"a quantizer with {len(streams)} streams cannot be stored (1..{MAX_STREAMS})")
+    strings = [bytes(stream[index]) for stream in streams]
+    head = bytearray(MAGIC)
+    head.append(VERSION)
+    head += model_id
+    head += _varint(height) + _varint(width) + _varint(len(strings))
+    for s in strings[:-1]:
+        head += _varint(len(s))
+    body = bytes(head) + b"".join(strings)
+    return body + zlib.crc32(body).to_bytes(CRC_BYTES, "big")
+
+
+# -- unpacking -----------------------------------------------------------------
+def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> Packed:
+    """Parse and check ``.rdk`` bytes; raise :class:`FormatError` on any defect.
+
+    With ``model`` (an ``RDModel``), the latent ``shape`` is derived and the
+    result is ready for ``model.decompress(p.strings, p.shape, p.size)``; the
+    model id is *not* checked here (``rdkit_ae.codec.decompress_bytes`` does).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    n = len(data)
+    if n == 0:
+        raise FormatError("empty file: not an .rdk file")
+    if data[: len(MAGIC)] != MAGIC[:n]:
+        raise FormatError(f"not an .rdk file (starts with {data[:len(MAGIC)].hex()}, expected {MAGIC.hex()} '{MAGIC.decode()}')")
+    if n < MIN_SIZE:
+        raise FormatError(f"truncated file: {n} bytes, an .rdk file has at least {MIN_SIZE}")
+    version = data[len(MAGIC)]
+    if version != VERSION:
+        raise FormatError(f"unsupported .rdk version {version} (this rdkit-ae reads version {VERSION})")
+    pos = len(MAGIC) + 1
+    model_id = data[pos : pos + ID_BYTES]
+    pos += ID_BYTES
+    end = n - CRC_BYTES  # the payload stops before the checksum
+
+    height, pos = _read_varint(data, pos, end, "height")
+    width, pos = _read_varint(data, pos, end, "width")
+    _check_size(height, width, max_pixels)
+    count, pos = _read_varint(data, pos, end, "stream count")
+    if not 1 <= count <= MAX_STREAMS:
+        raise FormatError(f"corrupt file: {count} streams declared (1..{MAX_STREAMS} allowed)")
+    lengths = []
+    for i in range(count - 1):
+        length, pos = _read_varint(data, pos, end, f"length of stream {i}")
+        lengths.append(length)
+    header_end = pos
+    remaining = end - pos
+    if sum(lengths) > remaining:
+        raise FormatError(
+            f"truncated or corrupt file: streams declare {sum(lengths):,} bytes but only {remaining:,} remain"
+        )
+    lengths.append(remaining - sum(lengths))
+
+    stored_crc = int.from_bytes(data[end:], "big")
+    if zlib.crc32(data[:end]) != stored_crc:
+        raise FormatError("corrupt or truncated file: checksum mismatch")
+
+    strings: list[list[bytes]] = []
+    for length in lengths:
+        strings.append([data[pos : pos + length]])
+        pos += length
+    packed = Packed(model_id, (height, width), strings, None, version, header_end + CRC_BYTES)
+    if model is not None:
+        from .codec import latent_layout  # lazy: keeps this module model-free
+
+        packed = Packed(model_id, packed.size, strings, latent_layout(model, height, width).shape, version, packed.header_bytes)
+    return packed
+
+
+def header_size(data: bytes, *, max_pixels: int = MAX_PIXELS) -> int:
+    """Bytes of ``data`` beyond the quantizer's strings (header + checksum)."""
+    return unpack(data, max_pixels=max_pixels).header_bytes
+
+
+def overhead(height: int, width: int, stream_lengths: Sequence[int]) -> int:
+    """Container bytes for an image of this size and these stream lengths, without packing."""
+    varints = _varint(height) + _varint(width) + _varint(len(stream_lengths))
+    varints += b"".join(_varint(int(v)) for v in list(stream_lengths)[:-1])
+    return len(MAGIC) + 1 + ID_BYTES + len(varints) + CRC_BYTES
+
+
+def format_id(model_id: bytes) -> str:
+    """A model id as users see it (hex)."""
+    return bytes(model_id).hex()
