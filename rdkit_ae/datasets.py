@@ -181,9 +181,14 @@ def val_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> 
 
 
 def loader(dataset: Dataset, batches: list[list[int]], *, workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over fixed batches (one ``__getitems__`` call per batch)."""
+    """A DataLoader over fixed batches (one ``__getitems__`` call per batch).
+
+    It gets its own generator: otherwise each new iterator draws a worker seed
+    from the global torch RNG, which also drives quantisation noise, and a
+    resumed run would see a different noise stream.
+    """
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator())
 
 
 def describe(dataset: ImageDataset) -> str:
