@@ -62,7 +62,7 @@ def plot_rd(entries: Sequence[dict[str, Any]], path: str | Path, *, title: str =
         top.xaxis.set_major_formatter(plain)
         top.xaxis.set_minor_formatter(NullFormatter())
         if drawn:
-            ax.legend(loc="lower right", fontsize="small")
+            ax.legend(loc="best", fontsize="small")
         else:
             ax.text(0.5, 0.5, f"no {ylabel} values", transform=ax.transAxes, ha="center", va="center")
     if title:

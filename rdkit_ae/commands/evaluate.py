@@ -89,6 +89,12 @@ def eval_(
         console.print(f"wrote {csv}")
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as _escape
+
+    return _escape(text)  # labels hold "[...]", which rich would take for markup
+
+
 class _RichReporter:
     """Sweep progress: one bar over the whole sweep (ETA from estimated step costs) and the current step."""
 
@@ -115,7 +121,7 @@ class _RichReporter:
 
     def start(self, task):
         self.i += 1
-        self.progress.update(self.current, description=f"[{self.i}/{self.n}] {task.label}", completed=0)
+        self.progress.update(self.current, description=escape(f"[{self.i}/{self.n}] {task.label}"), completed=0)
 
     def advance(self, task, fraction):
         self.progress.update(self.current, completed=fraction)
@@ -131,10 +137,10 @@ class _RichReporter:
             self.done += task.weight
         self.progress.update(self.overall, completed=self.done)
         if task.kind in ("train", "eval"):
-            self.console.print(f"  {'cached' if cached else 'done  '} {task.label}", highlight=False)
+            self.console.print(f"  {'cached' if cached else 'done  '} {escape(task.label)}", highlight=False)
 
     def note(self, message):
-        self.console.print(f"[yellow]{message}[/]", highlight=False)
+        self.console.print(f"[yellow]{escape(message)}[/]", highlight=False)
 
 
 @app.command()
@@ -184,5 +190,5 @@ def bench(
                   + ", ".join(sorted(p.name for p in result.files.values())))
     if result.failures:
         for failure in result.failures:
-            console.print(f"[red]FAILED[/] {failure}", highlight=False)
+            console.print(f"[red]FAILED[/] {escape(failure)}", highlight=False)
         raise RdkitError(f"{len(result.failures)} point(s) failed to train (left out of the reports; rerun to retry them)")
