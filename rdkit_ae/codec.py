@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,10 +34,10 @@ _ID_DOMAIN = b"rdkit-ae model id v1\0"
 class ModelMismatchError(FormatError):
     """An ``.rdk`` file made by another model than the one decoding it."""
 
-    def __init__(self, file_id: bytes, model_id: bytes):
+    def __init__(self, file_id: bytes, model_id: bytes, checkpoint: str = "the checkpoint", source: str = ""):
         self.file_id, self.model_id = bytes(file_id), bytes(model_id)
         super().__init__(
-            f"made by model {container.format_id(file_id)}, but the checkpoint is model "
+            f"{source + ': ' if source else ''}made by model {container.format_id(file_id)}, but {checkpoint} is model "
             f"{container.format_id(model_id)}; decode it with the checkpoint that compressed it"
         )
 
@@ -264,16 +263,24 @@ def _check_image(image: np.ndarray, max_pixels: int) -> tuple[int, int]:
     return height, width
 
 
-def compress_array(model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS) -> bytes:
-    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (``model`` in eval mode, entropy models updated)."""
+def _as_input(image: np.ndarray, model):
     from .data import to_tensor
 
+    # Contiguous (not channels-last): the decoder sees contiguous latents, and
+    # convolutions in another memory format round differently.
+    if not image.flags.writeable:  # torch warns on read-only arrays (Pillow gives them)
+        image = image.copy()
+    return to_tensor(image).to(_device(model)).contiguous()
+
+
+def compress_array(model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS) -> bytes:
+    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (``model`` in eval mode, entropy models updated)."""
     height, width = _check_image(image, max_pixels)
     guard_entropy_coders(model)
     mid = model_id(model) if mid is None else mid
     layout = latent_layout(model, height, width)
     with fixed_threads():
-        out = model.compress(to_tensor(image).to(_device(model)))
+        out = model.compress(_as_input(image, model))
     if len(out["strings"]) != layout.streams or _plain(out["shape"]) != layout.shape:
         raise RdkitError(
             f"the quantizer produced shape {out['shape']!r} in {len(out['strings'])} streams, but "
@@ -315,33 +322,12 @@ def reconstruct_array(model, image: np.ndarray, *, max_pixels: int = container.M
     """The eval-mode forward reconstruction of one image, computed as the decoder computes (what decoding will give)."""
     import torch
 
-    from .data import to_tensor, to_uint8
+    from .data import to_uint8
 
     _check_image(image, max_pixels)
     with fixed_threads():
-        x_hat = model(to_tensor(image).to(_device(model)))["x_hat"]
+        x_hat = model(_as_input(image, model))["x_hat"]
     return to_uint8(torch.nan_to_num(x_hat.float(), nan=0.0))[0]
-
-
-# -- metrics -----------------------------------------------------------------------
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images (MAX 255; inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """SSIM (pytorch-msssim, data_range 255) between two uint8 images; None below its 11-pixel window."""
-    if min(a.shape[:2]) < 11:
-        return None
-    import torch
-    from pytorch_msssim import ssim as _ssim
-
-    def t(x):
-        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].double()
-
-    with torch.no_grad():
-        return float(_ssim(t(a), t(b), data_range=255, size_average=True))
 
 
 # -- a loaded checkpoint ------------------------------------------------------------
@@ -438,46 +424,64 @@ def _write(path: Path, data: bytes) -> None:
         raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """Lossless PNG of a uint8 (H, W, 3) image; deterministic for the same pixels."""
+_FORMATS = {".png": "PNG", ".bmp": "BMP", ".ppm": "PPM", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def encode_image(image: np.ndarray, suffix: str = ".png") -> bytes:
+    """A uint8 (H, W, 3) image as lossless file bytes (PNG unless ``suffix`` names another); deterministic."""
     import io
 
     from PIL import Image
 
+    fmt = _FORMATS.get(suffix.lower(), "PNG")
     buf = io.BytesIO()
-    Image.fromarray(image, "RGB").save(buf, format="PNG")
+    Image.fromarray(image, "RGB").save(buf, format=fmt)
     return buf.getvalue()
+
+
+def _prefixed(exc: RdkitError, source) -> RdkitError:
+    """The same kind of error, its message starting with the file it concerns."""
+    msg = str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}"
+    kind = type(exc) if type(exc).__init__ is Exception.__init__ else (FormatError if isinstance(exc, FormatError) else RdkitError)
+    return kind(msg)
 
 
 def compress_file(codec: Codec, source: str | Path, output: str | Path, *, verify: bool = False) -> Report:
     """Compress an image file to ``output`` (written atomically, only once everything succeeded)."""
     from .data import read_image
+    from .metrics import quality
 
-    image, notes = read_image(source)
-    data = codec.compress(image)
-    reference = codec.reconstruct(image)
-    verified = False
-    if verify:
-        decoded = codec.decompress(data)
-        if not np.array_equal(decoded, reference):
-            diff = int((decoded != reference).any(axis=2).sum())
-            raise RdkitError(f"{source}: verification failed: the decoded image differs from the model's reconstruction in {diff} pixels")
-        verified = True
-    _write(Path(output), data)
+    try:
+        image, notes = read_image(source)
+        if not image.flags.writeable:  # Pillow's arrays are read-only; torch warns on those
+            image = image.copy()
+        data = codec.compress(image)
+        reference = codec.reconstruct(image)
+        verified = False
+        if verify:
+            decoded = codec.decompress(data)
+            if not np.array_equal(decoded, reference):
+                diff = int((decoded != reference).any(axis=2).sum())
+                raise RdkitError(f"verification failed: the decoded image differs from the model's reconstruction in {diff} pixels")
+            verified = True
+        _write(Path(output), data)
+    except RdkitError as exc:
+        raise _prefixed(exc, source) from None
     h, w = image.shape[:2]
+    scores = quality(image[None], reference[None])[0]
     return Report(str(source), str(output), h, w, len(data), container.header_size(data, max_pixels=codec.max_pixels),
-                  psnr(image, reference), ssim(image, reference), verified, notes)
+                  scores["psnr"], scores["ssim"], verified, notes)
 
 
 def decompress_file(codec: Codec, source: str | Path, output: str | Path) -> Report:
-    """Decode an ``.rdk`` file to a PNG at ``output`` (written atomically, only after a full decode)."""
-    data = read_rdk(source)
+    """Decode an ``.rdk`` file to an image at ``output`` (written atomically, only after a full decode)."""
     try:
+        data = read_rdk(source)
         image = codec.decompress(data)
+        _write(Path(output), encode_image(image, Path(output).suffix))
     except ModelMismatchError as exc:
-        raise FormatError(f"{source}: {exc} ({codec.source})") from None
-    except FormatError as exc:
-        raise FormatError(f"{source}: {exc}") from None
-    _write(Path(output), png_bytes(image))
+        raise ModelMismatchError(exc.file_id, exc.model_id, codec.source, str(source)) from None
+    except RdkitError as exc:
+        raise _prefixed(exc, source) from None
     h, w = image.shape[:2]
     return Report(str(source), str(output), h, w, len(data), container.header_size(data, max_pixels=codec.max_pixels))

@@ -1,1 +1,169 @@
-"""CLI commands (filled in by the corresponding feature)."""
+"""``rdkit compress`` and ``rdkit decompress``: images <-> ``.rdk`` files (API: :mod:`rdkit_ae.codec`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..cli import app, handle_errors
+
+PROGRESS_FROM = 4  # files; fewer finish too fast for a bar to help
+DECODED_SUFFIX = ".decoded.png"  # never "<stem>.png": that is usually the original image
+LOSSLESS_SUFFIXES = (".png", ".bmp", ".ppm", ".tif", ".tiff")
+
+
+def _plan(inputs: List[Path], output: Optional[Path], out_dir: Optional[Path], default_name) -> list[tuple[Path, Path]]:
+    """Pair every input with its output path; refuse ambiguous or clobbering plans before any work."""
+    from ..errors import RdkitError
+
+    if output is not None and out_dir is not None:
+        raise RdkitError("use either -o/--output or --out-dir, not both")
+    if output is not None and len(inputs) > 1:
+        raise RdkitError(f"-o/--output takes one input, got {len(inputs)}; use --out-dir DIR for several")
+    for p in inputs:
+        if not p.is_file():
+            raise RdkitError(f"input not found: {p}" if not p.exists() else f"input is not a file: {p}")
+    pairs = []
+    for p in inputs:
+        if output is not None:
+            dst = output
+        elif out_dir is not None:
+            dst = out_dir / default_name(p).name
+        else:
+            dst = default_name(p)
+        pairs.append((p, dst))
+    seen: dict[Path, Path] = {}
+    sources = {p.resolve() for p in inputs}
+    for src, dst in pairs:
+        key = dst.resolve()
+        if key in sources:
+            raise RdkitError(f"refusing to overwrite the input {src} with an output; choose another -o/--out-dir")
+        if key in seen:
+            raise RdkitError(f"{seen[key]} and {src} would both be written to {dst}; use -o per file or rename them")
+        seen[key] = src
+    return pairs
+
+
+def _consoles():
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def _progress(console, total: int, label: str):
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if total < PROGRESS_FROM:
+        return contextlib.nullcontext(None)
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+@handle_errors
+def compress(
+    images: List[Path] = typer.Argument(..., help="image files (PNG, JPEG, WebP, BMP, TIFF, ...); any size"),
+    model: Path = typer.Option(..., "--model", "-m", help="checkpoint (.pt) from `rdkit train`; its recipe rebuilds the model"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output file (one input only; default IMAGE with .rdk)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write NAME.rdk for each input into this folder"),
+    verify: bool = typer.Option(False, "--verify", help="decode each file and check it equals the model's reconstruction bit for bit"),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+) -> None:
+    """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
+    from ..codec import Codec, compress_file
+    from ..container import MAX_PIXELS, SUFFIX
+
+    pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX))
+    codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
+    out, err = _consoles()
+    reports = []
+    with _progress(err, len(pairs), "compress") as progress:
+        task = progress.add_task("compress", total=len(pairs)) if progress else None
+        for src, dst in pairs:
+            report = compress_file(codec, src, dst, verify=verify)
+            for note in report.notes:
+                (progress.console if progress else err).print(f"note: {src}: {note}", highlight=False, soft_wrap=True)
+            reports.append(report)
+            if progress:
+                progress.advance(task)
+    if quiet:
+        return
+    if len(reports) == 1:
+        r = reports[0]
+        check = ", verified" if r.verified else ""
+        out.print(f"{r.source} -> {r.output}: {r.width}x{r.height}, {r.nbytes:,} bytes (container {r.header_bytes}), "
+                  f"{r.bpp:.4f} bpp, CR {r.cr:.1f}, PSNR {_fmt(r.psnr, '.2f')} dB, SSIM {_fmt(r.ssim, '.4f')}{check}",
+                  highlight=False, soft_wrap=True)
+        return
+    _table(out, reports, f"compressed with {codec.source} (model {codec.id_hex})", quality=True)
+
+
+@app.command()
+@handle_errors
+def decompress(
+    files: List[Path] = typer.Argument(..., help=".rdk files"),
+    model: Path = typer.Option(..., "--model", "-m", help="the checkpoint that compressed them"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help=f"output image (one input only; default FILE{DECODED_SUFFIX})"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write NAME.png for each input into this folder"),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+) -> None:
+    """Decode .rdk files to PNG images (bit-exact: the same file always gives the same pixels)."""
+    from ..codec import Codec, decompress_file
+    from ..container import MAX_PIXELS
+    from ..errors import RdkitError
+
+    if output is not None and output.suffix.lower() not in LOSSLESS_SUFFIXES:
+        raise RdkitError(f"-o {output}: write a lossless image ({', '.join(LOSSLESS_SUFFIXES)})")
+
+    def default_name(p: Path) -> Path:
+        return p.with_name(p.stem + (".png" if out_dir is not None else DECODED_SUFFIX))
+
+    pairs = _plan(files, output, out_dir, default_name)
+    codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
+    out, err = _consoles()
+    reports = []
+    with _progress(err, len(pairs), "decompress") as progress:
+        task = progress.add_task("decompress", total=len(pairs)) if progress else None
+        for src, dst in pairs:
+            reports.append(decompress_file(codec, src, dst))
+            if progress:
+                progress.advance(task)
+    if quiet:
+        return
+    if len(reports) == 1:
+        r = reports[0]
+        out.print(f"{r.source} -> {r.output}: {r.width}x{r.height} from {r.nbytes:,} bytes, {r.bpp:.4f} bpp, CR {r.cr:.1f}",
+                  highlight=False, soft_wrap=True)
+        return
+    _table(out, reports, f"decompressed with {codec.source} (model {codec.id_hex})", quality=False)
+
+
+def _table(console, reports, title: str, quality: bool) -> None:
+    from rich.table import Table
+
+    columns = ["file", "output", "size", "bytes", "bpp", "CR"] + (["PSNR dB", "SSIM"] if quality else [])
+    table = Table(*columns, title=title)
+    for r in reports:
+        row = [r.source, r.output, f"{r.width}x{r.height}", f"{r.nbytes:,}", f"{r.bpp:.4f}", f"{r.cr:.1f}"]
+        if quality:
+            row += [_fmt(r.psnr, ".2f"), _fmt(r.ssim, ".4f")]
+        table.add_row(*row)
+    n = len(reports)
+    bpp = sum(r.bpp for r in reports) / n
+    row = ["mean", "", "", f"{sum(r.nbytes for r in reports) / n:,.0f}", f"{bpp:.4f}", f"{24 / bpp:.1f}"]
+    if quality:
+        psnrs = [r.psnr for r in reports if r.psnr is not None]
+        ssims = [r.ssim for r in reports if r.ssim is not None]
+        row += [_fmt(sum(psnrs) / len(psnrs) if psnrs else None, ".2f"), _fmt(sum(ssims) / len(ssims) if ssims else None, ".4f")]
+    table.add_row(*row, style="bold")
+    console.print(table)
