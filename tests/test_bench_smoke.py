@@ -1,0 +1,106 @@
+"""`rdkit bench` end to end with the real trainer (rdkit_ae.train.train), tiny budgets."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rdkit_ae.bench import run_sweep
+
+train_mod = pytest.importorskip("rdkit_ae.train")
+
+SPEC = """
+name = "tiny"
+anchor = "WebP"
+[data]
+train = { path = "d.npz", stop = 48 }
+eval = { path = "d.npz", start = 48 }
+[budget]
+epochs = 2
+max_steps = 2
+limit_val = 8
+[[model]]
+recipe = "conv-mse"
+set = ["encoder.channels=[8, 8, 8]", "encoder.latent_channels=4", "train.batch_size=16"]
+grid = { "quantizer.bits" = [2, 8] }
+[[model]]
+recipe = "factorized"
+name = "fact"
+set = ["encoder.N=8", "encoder.M=8", "train.batch_size=16"]
+[classical]
+webp = [10, 40, 70, 90]
+"""
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 32
+    out = []
+    for _ in range(n):
+        a, b, c = rng.uniform(40, 200, 3)
+        img = np.stack([a + 60 * xx, b + 60 * yy, c + 40 * xx * yy], -1) + rng.normal(0, 3, (32, 32, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+@pytest.fixture()
+def spec(tmp_path):
+    np.savez(tmp_path / "d.npz", x=images(60))
+    path = tmp_path / "tiny.toml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_cli_smoke_sweep_with_real_training(tmp_path, spec):
+    from rdkit_ae.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", str(spec), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "trained 3 point(s)" in result.output
+    entries = {e["name"]: e for e in json.loads((out / "results.json").read_text())}
+    assert set(entries) == {"WebP", "conv-mse", "fact"}
+    assert entries["conv-mse"]["results"]["bpp"] == [0.125, 0.5]  # 4x4x4 latent at 2 and 8 bits
+    assert len(entries["fact"]["results"]["bpp"]) == 1
+    for run in (out / "runs").iterdir():
+        done = json.loads((run / "done.json").read_text())
+        assert done["steps"] == 2 and done["stopped"] == "max_steps"
+        assert (run / "train" / "recipe.toml").is_file() and (run / "train" / "metrics.jsonl").is_file()
+        assert len(list(run.glob("eval-*.json"))) == 1
+    for name in ("results.csv", "rd.png", "bd_rate.md", "bd_rate.json", "sweep.json"):
+        assert (out / name).is_file()
+
+    again = CliRunner().invoke(app, ["bench", str(spec), "--out", str(out)])
+    assert again.exit_code == 0 and "trained 0 point(s)" in again.output and again.output.count("cached") >= 6
+
+
+def test_resume_continues_an_interrupted_real_training(tmp_path, spec):
+    """A sweep killed after a training finished but before it was recorded resumes it with train(resume=)."""
+    calls = []
+
+    def killed_after_second(recipe, **kw):
+        calls.append(kw.get("resume"))
+        result = train_mod.train(recipe, **kw)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C hit between training and bookkeeping
+        return result
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, train_fn=killed_after_second)
+    assert len(list((out / "runs").glob("*/done.json"))) == 1
+
+    resumed = []
+
+    def counting(recipe, **kw):
+        resumed.append((recipe, kw.get("resume")))
+        return train_mod.train(recipe, **kw)
+
+    res = run_sweep(spec, out, train_fn=counting)
+    # Point 1 came from the cache; point 2 resumed from its own last.pt (recipe None);
+    # point 3 trained from scratch.
+    assert len(resumed) == 2 and res.trained == 2
+    assert resumed[0][0] is None and resumed[0][1] is not None and resumed[0][1].name == "train"
+    assert resumed[1][0] is not None and resumed[1][1] is None
+    assert sorted(p.cached for c in ("conv-mse", "fact") for p in res.curves[c]["points"]) == [False, False, True]
