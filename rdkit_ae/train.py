@@ -667,6 +667,7 @@ class Trainer:
         dist.sync_buffers(self.model)  # every rank evaluates rank 0's model
         model = self.model
         model.eval()
+        self.objective.eval()  # losses that behave differently in training see validation as such
         n_terms = len(self.objective.names) + 1
         # sums: weighted loss terms, psnr, ssim, bpp, images
         sums = torch.zeros(n_terms + 4, dtype=torch.float64, device=self.device)
@@ -686,6 +687,7 @@ class Trainer:
             sums[n_terms + 2] += (-bits.double() / (H * W)).sum()
             sums[n_terms + 3] += B
         model.train()
+        self.objective.train()
         sums = dist.all_reduce(sums).tolist()
         n = max(1.0, sums[-1])
         res = {f"val_{name}": sums[i] / n for i, name in enumerate(["loss", *self.objective.names])}
