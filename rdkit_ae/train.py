@@ -585,9 +585,8 @@ class Trainer:
         # A host sync per step is free on the CPU; on a GPU, check every few steps.
         sync_every = 1 if self.device.type == "cpu" else 25
         non_blocking = self.device.type == "cuda"
-        progress, task = self._progress_start(epoch, plan_epochs)
+        view = self._progress_start(epoch, plan_epochs)
         images = 0
-        last_view = 0.0
         self.model.train()
         t0 = time.perf_counter()
         try:
@@ -601,17 +600,11 @@ class Trainer:
                     self.schedule.step()
                 if pos.step % sync_every == 0 or i == len(batches) - 1:
                     self._check(acc, stop)
-                if progress is not None:
-                    now = time.perf_counter()
-                    fields = {}
-                    if now - last_view > 0.5:
-                        last_view = now
-                        fields = {"loss": f"{acc[0].item() / max(1, pos.batch):.4g}",
-                                  "ips": f"{images * info.world_size / max(1e-9, now - t0):,.0f}"}
-                    progress.update(task, advance=1, **fields)
+                if view is not None:
+                    view.advance(pos.batch, acc, images * info.world_size, t0)
         finally:
-            if progress is not None:
-                progress.stop()
+            if view is not None:
+                view.close()
         return complete, time.perf_counter() - t0, images * info.world_size
 
     def _check(self, acc: Tensor, stop: _StopRequest) -> None:
@@ -729,20 +722,10 @@ class Trainer:
             + f"  lr {rec['lr']:.3g}  {ips}  {rec['epoch_time_s']:.1f} s"
         )
 
-    def _progress_start(self, epoch: int, plan_epochs: int):
-        if self.console is None or not self.console.is_terminal:
-            return None, None  # logs get the one line per epoch only
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn(f"epoch {epoch + 1}/{plan_epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[ips]} img/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, transient=True,
-        )
-        task = progress.add_task("train", total=self.steps_per_epoch, completed=self.pos.batch, loss="-", ips="-")
-        progress.start()
-        return progress, task
+    def _progress_start(self, epoch: int, plan_epochs: int) -> "_EpochView | None":
+        if self.console is None:
+            return None
+        return _EpochView(self.console, f"epoch {epoch + 1}/{plan_epochs}", self.steps_per_epoch, self.pos.batch)
 
     def _checkpoint_extra(self) -> dict[str, Any]:
         p = self.pos
@@ -865,6 +848,55 @@ class Trainer:
             table.add_row("real bitstreams (best.pt)", f"{s['bpp']:.3f} bpp (CR {s['cr']:.1f}), PSNR {s['psnr']:.2f} dB{ssim_s}")
         table.add_row("run folder", str(self.out))
         self.console.print(table)
+
+
+class _EpochView:
+    """Progress of one epoch: a rich bar (loss, images/s, ETA) on a terminal, a line every 30 s in a log.
+
+    Reading the loss syncs with the device, so it is refreshed at most twice a second.
+    """
+
+    LOG_EVERY = 30.0
+
+    def __init__(self, console, label: str, total: int, done: int):
+        self.console, self.label, self.total, self.start_done = console, label, total, done
+        self.last = 0.0
+        self.bar = None
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[ips]} img/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=console, transient=True,
+            )
+            self.task = self.bar.add_task("train", total=total, completed=done, loss="-", ips="-")
+            self.bar.start()
+        else:
+            self.last = time.perf_counter()  # first log line after LOG_EVERY seconds
+
+    def advance(self, done: int, acc: Tensor, images: int, t0: float) -> None:
+        now = time.perf_counter()
+        due = now - self.last > (0.5 if self.bar is not None else self.LOG_EVERY)
+        if self.bar is not None and not due:
+            self.bar.update(self.task, advance=1)
+            return
+        if not due:
+            return
+        self.last = now
+        loss = f"{acc[0].item() / max(1, done):.4g}"
+        rate = images / max(1e-9, now - t0)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, loss=loss, ips=f"{rate:,.0f}")
+            return
+        steps_per_s = (done - self.start_done) / max(1e-9, now - t0)
+        eta = (self.total - done) / steps_per_s if steps_per_s > 0 else float("nan")
+        self.console.print(f"  {self.label}: {done}/{self.total} steps, loss {loss}, {rate:,.0f} img/s, "
+                           f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'}", soft_wrap=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def _likelihoods(out: Mapping[str, Any]) -> Iterable[Tensor]:
