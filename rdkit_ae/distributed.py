@@ -167,6 +167,27 @@ def rank0_first(info: DistInfo, fn: Callable[[], T], what: str) -> T:
     return fn()
 
 
+def from_rank0(info: DistInfo, fn: Callable[[], T]) -> T:
+    """``fn()`` run on rank 0 only, its result sent to every rank (e.g. a file only rank 0 can see).
+
+    An RdkitError on rank 0 is raised there and, as the same message, on every other rank.
+    """
+    if not _active():
+        return fn()
+    if info.is_main:
+        try:
+            value = fn()
+        except Exception as exc:  # tell the other ranks, which would otherwise wait forever
+            broadcast_object((False, str(exc) if isinstance(exc, RdkitError) else f"rank 0 failed: {type(exc).__name__}: {exc}"))
+            raise
+        broadcast_object((True, value))
+        return value
+    ok, value = broadcast_object(None)
+    if not ok:
+        raise RdkitError(value)
+    return value
+
+
 def broadcast_tensors(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
     """Copy rank ``src``'s values into the given tensors on every rank."""
     if not _active():

@@ -385,17 +385,24 @@ class Trainer:
 
     def _resolve_resume(self) -> tuple[Recipe, _RunConfig, dict[str, Any], Path]:
         a = self.args
-        given = Path(a["resume"]).expanduser()
-        run_dir = given.parent if given.is_file() else given
-        ckpt_path = given if given.is_file() else given / LAST
-        if not ckpt_path.is_file():
-            raise RdkitError(f"nothing to resume in {run_dir}: no {LAST} (is it a run folder?)")
-        if a["out"] is not None and Path(a["out"]).expanduser().resolve() != run_dir.resolve():
-            raise RdkitError("--out and --resume name different folders; a resumed run continues in its own folder")
-        payload = load_checkpoint(ckpt_path)
-        for key in ("optimizer", "scheduler", "position", "run", "rng"):
-            if key not in payload:
-                raise CheckpointError(f"{ckpt_path}: not a training checkpoint (no '{key}'); only runs of `rdkit train` can be resumed")
+
+        def read() -> tuple[str, str, dict[str, Any]]:
+            given = Path(a["resume"]).expanduser()
+            run_dir = given.parent if given.is_file() else given
+            ckpt_path = given if given.is_file() else given / LAST
+            if not ckpt_path.is_file():
+                raise RdkitError(f"nothing to resume in {run_dir}: no {LAST} (is it a run folder?)")
+            if a["out"] is not None and Path(a["out"]).expanduser().resolve() != run_dir.resolve():
+                raise RdkitError("--out and --resume name different folders; a resumed run continues in its own folder")
+            payload = load_checkpoint(ckpt_path)
+            for key in ("optimizer", "scheduler", "position", "run", "rng"):
+                if key not in payload:
+                    raise CheckpointError(f"{ckpt_path}: not a training checkpoint (no '{key}'); only runs of `rdkit train` can be resumed")
+            return str(run_dir), str(ckpt_path), payload
+
+        # Only rank 0 needs to see the run folder (other nodes may not share its file system).
+        run_dir_s, ckpt_s, payload = dist.from_rank0(self.info, read)
+        run_dir, ckpt_path = Path(run_dir_s), Path(ckpt_s)
         recipe = Recipe.from_toml(payload["recipe"], payload.get("recipe_name", "recipe"), f"{ckpt_path}:recipe")
         if a["overrides"]:
             raise RdkitError("--set cannot change the recipe of a resumed run (it continues the stored one)")
