@@ -15,7 +15,7 @@ interrupted sweep therefore resumes where it stopped.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import hashlib
 import itertools
 import json
@@ -35,7 +35,7 @@ from .errors import RdkitError
 
 CACHE_VERSION = 1  # bump when cached files change meaning
 BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "limit_val", "time_budget", "val_fraction")
-TOP_KEYS = ("name", "description", "anchor", "seed", "data", "budget", "eval", "model", "classical", "external")
+TOP_KEYS = ("name", "description", "anchor", "seed", "data", "budget", "eval", "env", "model", "classical", "external")
 
 
 class SpecError(RdkitError):
@@ -96,6 +96,7 @@ class SweepSpec:
     codecs: list[CodecSweep]
     externals: list[dict[str, Any]]  # CompressAI entries, already read
     skipped: list[str] = field(default_factory=list)  # notes, e.g. AVIF not supported
+    env: dict[str, str] = field(default_factory=dict)  # variables for the trainings, where the user has not set them
 
     @property
     def points(self) -> list[Point]:
@@ -244,6 +245,36 @@ def read_compressai_json(path: Path, name: str | None = None) -> dict[str, Any]:
             "results": clean}
 
 
+def _env(table: Any, base: Path, source: str) -> dict[str, str]:
+    """[env]: NAME = "value", or NAME = { path = "relative/to/spec" } for a file path."""
+    if not isinstance(table, dict):
+        raise SpecError(f"{source}: [env] must be a table of NAME = \"value\" or NAME = {{ path = \"...\" }}")
+    out = {}
+    for name, value in table.items():
+        if isinstance(value, dict) and set(value) == {"path"} and isinstance(value["path"], str):
+            value = _resolve_path(value["path"], base)
+        elif not isinstance(value, str):
+            raise SpecError(f"{source}: [env] {name} must be a string or {{ path = \"...\" }}")
+        out[str(name)] = value
+    return out
+
+
+def effective_env(spec: "SweepSpec") -> dict[str, str]:
+    """The [env] values a sweep's trainings see: the user's environment wins over the spec."""
+    return {k: os.environ.get(k, v) for k, v in spec.env.items()}
+
+
+@contextlib.contextmanager
+def _spec_env(spec: "SweepSpec"):
+    missing = {k: v for k, v in spec.env.items() if k not in os.environ}
+    os.environ.update(missing)
+    try:
+        yield
+    finally:
+        for k in missing:
+            os.environ.pop(k, None)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec; relative paths are relative to the spec's folder."""
     p = Path(path)
@@ -283,7 +314,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{source}: seed must be an integer")
     spec = SweepSpec(p, str(raw.get("name", p.stem)), str(raw.get("description", "")), str(raw.get("anchor", "WebP")),
                      seed, train_data, eval_data, budget, int(ev.get("batch_size", 64)), str(ev.get("device", "cpu")),
-                     models, codecs, externals, skipped)
+                     models, codecs, externals, skipped, _env(raw.get("env", {}), base, source))
     names = spec.curve_names()
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -387,8 +418,11 @@ def _default_train() -> TrainFn:
     return train
 
 
-def run_key(point: Point, train_key: str, seed: int) -> str:
-    return _sha({"v": CACHE_VERSION, "recipe": point.recipe.digest(), "data": train_key, "budget": point.budget, "seed": seed})
+def run_key(point: Point, train_key: str, seed: int, env: dict[str, str] | None = None) -> str:
+    key = {"v": CACHE_VERSION, "recipe": point.recipe.digest(), "data": train_key, "budget": point.budget, "seed": seed}
+    if env:
+        key["env"] = env  # e.g. which VGG weights a perceptual loss trains with
+    return _sha(key)
 
 
 def _file_sha(path: Path) -> str:
@@ -488,7 +522,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
     for model in spec.models:
         curves[model.name] = {"kind": "learned", "description": model.points[0].recipe.description, "points": []}
         for point in model.points:
-            key = run_key(point, train_key, spec.seed)
+            key = run_key(point, train_key, spec.seed, effective_env(spec))
             run_dir = out / "runs" / key[:16]
             budget_s = 60.0 * float(point.budget.get("time_budget", 1.0))
             t_train = Task("train", f"train {model.name} [{point.label}]", budget_s)
@@ -500,11 +534,12 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
                                              reporter, evaluate_checkpoint)))
 
     reporter.begin([t for t, _ in tasks])
-    for task, job in tasks:
-        reporter.start(task)
-        cached = bool(job(task))
-        task.cached = cached
-        reporter.finish(task, cached)
+    with _spec_env(spec):
+        for task, job in tasks:
+            reporter.start(task)
+            cached = bool(job(task))
+            task.cached = cached
+            reporter.finish(task, cached)
 
     for c in curves.values():
         c["points"].sort(key=lambda p: p.summary["bpp"])
@@ -731,7 +766,7 @@ def write_reports(out: Path, spec: SweepSpec, curves: dict[str, dict[str, Any]],
     write_json(files["sweep.json"], {
         "name": spec.name, "description": spec.description, "spec": str(spec.path), "anchor": spec.anchor,
         "train_data": spec.train_data.describe(), "eval_data": spec.eval_data.describe(), "budget": spec.budget,
-        "seed": spec.seed, "machine": machine_info(), "notes": notes, "written": time.strftime("%Y-%m-%d %H:%M:%S")})
+        "seed": spec.seed, "env": effective_env(spec), "machine": machine_info(), "notes": notes, "written": time.strftime("%Y-%m-%d %H:%M:%S")})
     return files
 
 

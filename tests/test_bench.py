@@ -257,3 +257,42 @@ def test_a_failing_point_is_reported_and_retried(tmp_path, data):
     retry = StandInTrainer()
     again = run_sweep(spec, tmp_path / "out", train_fn=retry)
     assert len(retry.calls) == 1 and retry.calls[0]["recipe"]["quantizer"]["bits"] == 4 and not again.failures
+
+
+def test_env_table_applies_during_training_and_keys_the_cache(tmp_path, data, monkeypatch):
+    import os
+
+    monkeypatch.delenv("RDKIT_TEST_WEIGHTS", raising=False)
+    seen = []
+
+    class Recording(StandInTrainer):
+        def __call__(self, recipe, **kw):
+            seen.append(os.environ.get("RDKIT_TEST_WEIGHTS"))
+            return super().__call__(recipe, **kw)
+
+    body = SPEC.format(tiny=TINY_CONV) + '[env]\nRDKIT_TEST_WEIGHTS = { path = "data/w.bin" }\n'
+    spec = write_spec(tmp_path, body)
+    run_sweep(spec, tmp_path / "out", train_fn=Recording())
+    assert seen == [str(tmp_path / "data" / "w.bin")] * 3
+    assert "RDKIT_TEST_WEIGHTS" not in os.environ  # only for the sweep
+    meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert meta["env"] == {"RDKIT_TEST_WEIGHTS": str(tmp_path / "data" / "w.bin")}
+    # The user's own setting wins, and other weights mean other runs.
+    monkeypatch.setenv("RDKIT_TEST_WEIGHTS", "/elsewhere.bin")
+    again = Recording()
+    assert run_sweep(spec, tmp_path / "out", train_fn=again).trained == 3
+    assert seen[3:] == ["/elsewhere.bin"] * 3
+
+
+def test_committed_specs_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    smoke, full = load_spec(root / "smoke.toml"), load_spec(root / "cifar10-rd.toml")
+    assert smoke.anchor == full.anchor == "WebP"
+    assert {m.name for m in full.models} == {"conv-mse", "conv-ste", "conv-hybrid", "factorized"}
+    # Evaluation images are never training images: [:2500] vs [-500:] of 3,000.
+    assert full.train_data.stop == 2500 and full.eval_data.start == -500
+    nominal = sorted({build_model(p.recipe).nominal_bits(32, 32) / 1024 for p in full.points if p.curve == "conv-mse"})
+    assert nominal[0] == 0.5 and nominal[-1] == 4.0
+    assert sum(60 * p.budget.get("time_budget", 1.0) for p in full.points) <= 40 * 60
