@@ -37,6 +37,7 @@ def eval_(
     check: bool = typer.Option(True, "--check/--no-check", help="verify decode(encode(x)) == forward(x) bit for bit"),
 ) -> None:
     """Compress images to real bytes with each checkpoint, decompress, and report rate and quality."""
+    from rich import box
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
@@ -59,27 +60,29 @@ def eval_(
                                                progress=lambda n, t=task: progress.advance(t, n)))
 
     has_container = all("container_bpp" in r.summary for r in results)
-    table = Table(title=f"{images.name} ({split}, {len(images)} images): means over images; CR = 24 / mean bpp")
-    columns = ["checkpoint", "recipe", "bytes/img", "bpp", "CR"] + (["bpp .rdk", "CR .rdk"] if has_container else [])
-    columns += ["PSNR dB", "PSNR(mean MSE)", "SSIM", "MS-SSIM", "enc ms/img", "dec ms/img"]
+    table = Table(title=f"{images.name} ({split}, {len(images)} images): means over images", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False, caption="CR = 24 / mean bpp; .rdk = whole container file; PSNR* = PSNR of the mean MSE")
+    columns = ["#", "recipe", "bpp", "CR"] + (["bpp .rdk"] if has_container else [])
+    columns += ["PSNR", "PSNR*", "SSIM", "MS-SSIM", "enc ms", "dec ms"]
     for col in columns:
-        table.add_column(col, justify="left" if col in ("checkpoint", "recipe") else "right")
-    for path, r in zip(checkpoints, results):
+        table.add_column(col, justify="left" if col == "recipe" else "right")
+    for i, r in enumerate(results, 1):
         s = r.summary
-        row = [str(path), r.name, _fmt(s["bytes"], ".1f"), _fmt(s["bpp"], ".4f"), _fmt(s["cr"])]
+        row = [str(i), r.name, _fmt(s["bpp"], ".3f"), _fmt(s["cr"])]
         if has_container:
-            row += [_fmt(s["container_bpp"], ".4f"), _fmt(s["container_cr"])]
+            row.append(_fmt(s["container_bpp"], ".3f"))
         row += [_fmt(s["psnr"]), _fmt(s["psnr_of_mean_mse"]), _fmt(s["ssim"], ".4f"), _fmt(s["ms_ssim"], ".4f"),
-                _fmt(1e3 * s["encoding_time"], ".3f"), _fmt(1e3 * s["decoding_time"], ".3f")]
+                _fmt(1e3 * s["encoding_time"], ".1f"), _fmt(1e3 * s["decoding_time"], ".1f")]
         table.add_row(*row)
     console.print(table)
-    for path, r in zip(checkpoints, results):
+    for i, (path, r) in enumerate(zip(checkpoints, results), 1):
         s = r.summary
+        console.print(f"#{i} {path}", highlight=False)
         if "nominal_bpp" in s:
-            console.print(f"{path.name}: fixed rate: nominal CR {s['nominal_cr']:.3f} ({s['nominal_bpp']:.4f} bpp, h*w*k*b) "
-                          f"vs measured CR {s['cr']:.3f} ({s['bpp']:.4f} bpp)")
+            console.print(f"   fixed rate: nominal CR {s['nominal_cr']:.3f} ({s['nominal_bpp']:.4f} bpp, h*w*k*b) "
+                          f"vs measured CR {s['cr']:.3f} ({s['bpp']:.4f} bpp)", highlight=False)
         if r.meta.get("bit_exact_checked"):
-            console.print(f"{path.name}: bit-exact: decompress(compress(x)) == forward(x) on all {s['n_images']} images")
+            console.print(f"   bit-exact: decompress(compress(x)) == forward(x) on all {s['n_images']} images", highlight=False)
     if out is not None:
         write_json(out, results_curve(results, name))
         console.print(f"wrote {out}")
