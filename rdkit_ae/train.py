@@ -514,7 +514,16 @@ class Trainer:
         stop = _StopRequest()
         with stop.installed():
             stopped = self._loop(plan_epochs, stop)
-        return self._finish(stopped)
+        try:
+            return self._finish(stopped)
+        except KeyboardInterrupt:
+            # Training is over and saved; only the figures or the evaluation are missing.
+            raise TrainingInterrupted(
+                f"interrupted during the final evaluation; the checkpoints in {out} are complete; evaluate with: "
+                f"rdkit eval {out / BEST} --data {cfg.data} --split val --val-fraction {cfg.val_fraction:g} --seed {t['seed']}"
+                + (f" --limit {cfg.limit_val}" if cfg.limit_val else ""),
+                out, out / BEST, signal.SIGINT,
+            ) from None
 
     def _restore(self, payload: Mapping[str, Any]) -> _Position:
         try:
