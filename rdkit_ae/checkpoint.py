@@ -11,6 +11,7 @@ import contextlib
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
+    # torch.save has written zip archives since torch 1.6; anything else (including
+    # a bare pickle) is not ours, and torch would describe it confusingly.
+    if not zipfile.is_zipfile(p):
+        raise CheckpointError(f"{p}: not a readable checkpoint (not a PyTorch zip archive)")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        # torch's first line is generic advice; the line naming the refused global says what was found.
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), lines[0] if lines else "unsupported content")
         raise CheckpointError(
-            f"{p}: refused: the checkpoint holds pickled objects that safe loading does not allow ({first[:200]})"
+            f"{p}: refused: the checkpoint holds pickled code or objects that safe loading does not allow ({detail[:200]})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a corrupt archive or pickle can raise anything (KeyError, TypeError, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -152,7 +152,9 @@ def _table(console, reports, title: str, quality: bool) -> None:
     from rich.table import Table
 
     columns = ["file", "output", "size", "bytes", "bpp", "CR"] + (["PSNR dB", "SSIM"] if quality else [])
-    table = Table(*columns, title=title)
+    table = Table(title=title)
+    for name in columns:  # fold long paths rather than cut them: the names are the point
+        table.add_column(name, overflow="fold")
     for r in reports:
         row = [r.source, r.output, f"{r.width}x{r.height}", f"{r.nbytes:,}", f"{r.bpp:.4f}", f"{r.cr:.1f}"]
         if quality:
