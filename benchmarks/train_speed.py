@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_NPZ = REPO.parent / "shared" / "data" / "cifar10-lossless" / "dev.npz"

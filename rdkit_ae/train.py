@@ -16,13 +16,12 @@ the same thread count).
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -297,6 +296,13 @@ class _RunConfig:
         return dict(self.__dict__)
 
 
+def _esc(value: Any) -> str:
+    """User text (paths) printed through rich: brackets are not markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -421,7 +427,7 @@ class Trainer:
         stored = payload["run"]
         data = stored["data"] if a["data"] in ("cifar10", stored["data"]) else a["data"]
         if data != stored["data"]:
-            self.say(f"[yellow]note: reading the data from {data} (the run used {stored['data']})[/]")
+            self.say(f"[yellow]note: reading the data from {_esc(data)} (the run used {_esc(stored['data'])})[/]")
         threads = int(a["threads"]) if a["threads"] else int(stored.get("threads") or torch.get_num_threads())
         cfg = _RunConfig(data, float(stored["val_fraction"]),
                          a["limit_train"] if a["limit_train"] is not None else stored["limit_train"],
@@ -498,6 +504,8 @@ class Trainer:
         plan_epochs = int(t["epochs"])
         if pos.epoch >= plan_epochs:
             raise RdkitError(f"the run in {out} already finished its {plan_epochs} epochs; pass --epochs N (more) to train longer")
+        if self.max_steps is not None and pos.step >= self.max_steps:
+            raise RdkitError(f"the run in {out} already did {pos.step} steps; raise --max-steps or drop it to go on")
         if self.info.is_main:
             atomic_write_bytes(out / "recipe.toml", lambda f: f.write(recipe.to_toml().encode("utf-8")))
             if payload is None:
@@ -506,9 +514,9 @@ class Trainer:
                 self.log.keep(lambda r: not r.get("partial") and int(r.get("epoch", 0)) <= pos.epoch)
         self.say(
             f"[bold]{recipe.name}[/] on {device}{f' x {self.info.world_size} processes' if self.info.enabled else ''}, "
-            f"{cfg.threads} thread(s); train {describe(self.train_set)}; val {len(self.val_set)} images; "
+            f"{cfg.threads} thread(s); train {_esc(describe(self.train_set))}; val {len(self.val_set)} images; "
             f"{plan_epochs} epochs of {self.steps_per_epoch} steps (batch {self.batch_size}"
-            f"{' per process' if self.info.enabled else ''}); run folder {out}"
+            f"{' per process' if self.info.enabled else ''}); run folder {_esc(out)}"
             + (f"; resuming at epoch {pos.epoch + 1}" + (f", batch {pos.batch + 1}" if pos.batch else "") if payload is not None else "")
         )
         stop = _StopRequest()
@@ -853,7 +861,7 @@ class Trainer:
         table.add_column("what")
         table.add_column("value")
         table.add_row("epochs / steps", f"{result.epochs} / {result.steps}")
-        table.add_row("best val loss", f"{self.pos.best_loss:.5g} (epoch {self.pos.best_epoch:g})" if self.pos.best_loss is not None else "-")
+        table.add_row("best val loss", f"{self.pos.best_loss:.5g} (epoch {self.pos.best_epoch:.4g})" if self.pos.best_loss is not None else "-")
         if last:
             ssim_s = f", SSIM {last['val_ssim']:.4f}" if last.get("val_ssim") is not None else ""
             table.add_row("last validation", f"PSNR {last['val_psnr']:.2f} dB{ssim_s}, {last['val_bpp']:.3f} bpp (estimated)")
@@ -862,7 +870,7 @@ class Trainer:
             s = result.eval["summary"]
             ssim_s = f", SSIM {s['ssim']:.4f}" if s.get("ssim") is not None else ""
             table.add_row("real bitstreams (best.pt)", f"{s['bpp']:.3f} bpp (CR {s['cr']:.1f}), PSNR {s['psnr']:.2f} dB{ssim_s}")
-        table.add_row("run folder", str(self.out))
+        table.add_row("run folder", _esc(self.out))
         self.console.print(table)
 
 
