@@ -92,6 +92,23 @@ def test_real_kodak_image_through_files(codecs, tmp_path):
     assert np.array_equal(read_image(tmp_path / "k.png")[0], reference(codec.model, image))
 
 
+@pytest.mark.parametrize("name", ["conv-ste", "factorized", "hyperprior"])
+def test_unpack_with_model_is_ready_for_model_decompress(codecs, name):
+    codec = codecs[name]
+    image = smooth_image(24, 40)
+    info = container.unpack(codec.compress(image), model=codec.model)
+    assert info.model_id == codec.id and info.size == (24, 40)
+    with torch.no_grad():
+        torch.set_num_threads(1)
+        try:
+            x_hat = codec.model.decompress(info.strings, info.shape, info.size)["x_hat"]
+        finally:
+            torch.set_num_threads(2)
+    from rdkit_ae.data import to_uint8
+
+    assert np.array_equal(to_uint8(x_hat)[0], reference(codec.model, image))
+
+
 def test_latent_layout_matches_the_quantizers(codecs):
     for name in ZOO:
         model = codecs[name].model
