@@ -50,12 +50,13 @@ class TrainingInterrupted(Exception):
     ``exit_code`` is 130 for SIGINT and 143 for SIGTERM (128 + signal number).
     """
 
-    def __init__(self, message: str, out_dir: Path, checkpoint: Path | None, signum: int):
+    def __init__(self, message: str, out_dir: Path, checkpoint: Path | None, signum: int, is_main: bool = True):
         super().__init__(message)
         self.out_dir = out_dir
         self.checkpoint = checkpoint
         self.signum = signum
         self.exit_code = 128 + int(signum)
+        self.is_main = is_main  # under torchrun only rank 0 should tell the user
 
 
 @dataclass
@@ -667,10 +668,11 @@ class Trainer:
         self._write_figures(final=False)
         p = self.pos
         where = f"epoch {p.epoch + 1}, batch {p.batch}" if p.batch else f"the end of epoch {p.epoch}"
+        how = f"torchrun --nproc_per_node={self.info.world_size} -m rdkit_ae train" if self.info.enabled else "rdkit train"
         raise TrainingInterrupted(
             f"interrupted ({name}) at {where} (step {p.step}); checkpoint saved in {self.out / LAST}; "
-            f"resume with: rdkit train --resume {self.out}",
-            self.out, self.out / LAST, signum,
+            f"resume with: {how} --resume {self.out}",
+            self.out, self.out / LAST, signum, self.info.is_main,
         )
 
     # -- validation -------------------------------------------------------------

@@ -43,7 +43,8 @@ def train(
                      limit_val=limit_val, time_budget=time_budget, val_fraction=val_fraction, seed=seed, device=device,
                      threads=threads, resume=resume, quiet=quiet, evaluate=not no_eval, workers=workers)
     except TrainingInterrupted as exc:
-        typer.echo(str(exc), err=True)
+        if exc.is_main:
+            typer.echo(str(exc), err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted before a checkpoint could be saved (or aborted by a second Ctrl-C)", err=True)
