@@ -27,6 +27,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
@@ -624,7 +625,14 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
         kwargs = dict(data=train_data, out=train_dir, overrides=[], seed=spec.seed, quiet=True, evaluate=False, **point.budget)
         t0 = time.perf_counter()
         result = None
-        if resume and (train_dir / "last.pt").is_file():
+        finished = _read_json(train_dir / "run.json") if resume else None
+        if finished is not None and (train_dir / "best.pt").is_file():
+            # The trainer finished (run.json is its last write) but the sweep
+            # stopped before recording it: take the run as it is.
+            result = SimpleNamespace(best_checkpoint=train_dir / "best.pt", last_checkpoint=train_dir / "last.pt",
+                                     stopped=finished.get("stopped"), epochs=finished.get("epochs"),
+                                     steps=finished.get("steps"), recovered=True)
+        elif resume and (train_dir / "last.pt").is_file():
             # An interrupted training: continue it from its last checkpoint (the
             # trainer makes that equivalent to an uninterrupted run).
             try:
@@ -648,7 +656,8 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
                 reporter.note(f"FAILED {task.label}: {exc}")
                 state["failed"] = True
                 return False
-        seconds = time.perf_counter() - t0
+        recovered = getattr(result, "recovered", False)
+        seconds = None if recovered else time.perf_counter() - t0
         ckpt = getattr(result, "best_checkpoint", None) or getattr(result, "last_checkpoint", None)
         if ckpt is None or not Path(ckpt).is_file():
             raise RdkitError(f"training {point.curve} [{point.label}] produced no checkpoint in {run_dir}")
@@ -659,6 +668,8 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
 
         write_json(done, info)
         state.update(info)
+        if recovered:
+            return True
         trained[0] += 1
         return False
     return job

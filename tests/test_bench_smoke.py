@@ -76,19 +76,22 @@ def test_cli_smoke_sweep_with_real_training(tmp_path, spec):
 
 
 def test_resume_continues_an_interrupted_real_training(tmp_path, spec):
-    """A sweep killed after a training finished but before it was recorded resumes it with train(resume=)."""
+    """A sweep killed in the middle of a training continues that training from its last.pt."""
     calls = []
 
-    def killed_after_second(recipe, **kw):
+    def killed_during_second(recipe, **kw):
         calls.append(kw.get("resume"))
-        result = train_mod.train(recipe, **kw)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # as if Ctrl-C hit between training and bookkeeping
-        return result
+            # One step of the two, then a crash: last.pt exists, the trainer's
+            # closing run.json does not.
+            train_mod.train(recipe, **{**kw, "max_steps": 1})
+            (kw["out"] / "run.json").unlink()
+            raise KeyboardInterrupt
+        return train_mod.train(recipe, **kw)
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec, out, train_fn=killed_after_second)
+        run_sweep(spec, out, train_fn=killed_during_second)
     assert len(list((out / "runs").glob("*/done.json"))) == 1
 
     resumed = []
@@ -98,9 +101,30 @@ def test_resume_continues_an_interrupted_real_training(tmp_path, spec):
         return train_mod.train(recipe, **kw)
 
     res = run_sweep(spec, out, train_fn=counting)
-    # Point 1 came from the cache; point 2 resumed from its own last.pt (recipe None);
-    # point 3 trained from scratch.
+    # Point 1 from the cache; point 2 resumed from its own last.pt (recipe None)
+    # and went on to the budget's 2 steps; point 3 trained from scratch.
     assert len(resumed) == 2 and res.trained == 2
     assert resumed[0][0] is None and resumed[0][1] is not None and resumed[0][1].name == "train"
+    done = json.loads((resumed[0][1].parent / "done.json").read_text())
+    assert done["steps"] == 2 and done["stopped"] == "max_steps"
     assert resumed[1][0] is not None and resumed[1][1] is None
     assert sorted(p.cached for c in ("conv-mse", "fact") for p in res.curves[c]["points"]) == [False, False, True]
+
+
+def test_a_finished_but_unrecorded_training_is_taken_as_it_is(tmp_path, spec):
+    calls = []
+
+    def killed_after_second(recipe, **kw):
+        calls.append(recipe)
+        result = train_mod.train(recipe, **kw)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # between the trainer's end and the sweep's bookkeeping
+        return result
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, train_fn=killed_after_second)
+    again = []
+    res = run_sweep(spec, out, train_fn=lambda recipe, **kw: again.append(recipe) or train_mod.train(recipe, **kw))
+    assert len(again) == 1 and res.trained == 1  # only the third point trains
+    assert len(list((out / "runs").glob("*/done.json"))) == 3
