@@ -18,6 +18,7 @@ from rdkit_ae.codec import (
     compress_file,
     decompress_bytes,
     decompress_file,
+    fixed_threads,
     latent_layout,
     model_id,
 )
@@ -43,12 +44,8 @@ def test_round_trip_equals_evaluator_reconstruction(codecs, name, size):
     assert decoded.dtype == np.uint8 and decoded.shape == image.shape
     assert np.array_equal(decoded, reference(codec.model, image))
     # The container adds only its header to the quantizer's own strings.
-    with torch.no_grad():
-        torch.set_num_threads(1)
-        try:
-            raw = codec.model.compress(torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255).contiguous())
-        finally:
-            torch.set_num_threads(2)
+    with fixed_threads():
+        raw = codec.model.compress(torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255).contiguous())
     strings = sum(len(s[0]) for s in raw["strings"])
     header = container.header_size(data)
     assert len(data) == strings + header
@@ -98,12 +95,8 @@ def test_unpack_with_model_is_ready_for_model_decompress(codecs, name):
     image = smooth_image(24, 40)
     info = container.unpack(codec.compress(image), model=codec.model)
     assert info.model_id == codec.id and info.size == (24, 40)
-    with torch.no_grad():
-        torch.set_num_threads(1)
-        try:
-            x_hat = codec.model.decompress(info.strings, info.shape, info.size)["x_hat"]
-        finally:
-            torch.set_num_threads(2)
+    with fixed_threads():
+        x_hat = codec.model.decompress(info.strings, info.shape, info.size)["x_hat"]
     from rdkit_ae.data import to_uint8
 
     assert np.array_equal(to_uint8(x_hat)[0], reference(codec.model, image))

@@ -140,10 +140,11 @@ def test_same_process_repeated_runs_are_identical(setup):
     image = smooth_image(64, 96, seed=99)
     first = codec.compress(image)
     decoded = codec.decompress(first)
-    for threads in (1, 2, 1):
-        torch.set_num_threads(threads)
-        try:
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
             assert codec.compress(image) == first
             assert np.array_equal(codec.decompress(first), decoded)
-        finally:
-            torch.set_num_threads(2)
+    finally:
+        torch.set_num_threads(before)
