@@ -226,9 +226,12 @@ class FactorizedEntropyQuantizer(EntropyBottleneckLatentCodec):
         return self.entropy_bottleneck.loss()
 
     def compress(self, y: Tensor) -> dict[str, Any]:
-        out = super().compress(y)
-        out["shape"] = tuple(int(s) for s in out["shape"])
-        return out
+        # CompressAI's codec decodes its own strings to return y_hat; rounding
+        # around the medians gives the same tensor without a second rANS pass.
+        eb = self.entropy_bottleneck
+        medians = eb._get_medians()
+        y_hat = eb.dequantize(eb.quantize(y, "symbols", medians), medians)
+        return {"strings": [eb.compress(y)], "shape": tuple(int(s) for s in y.shape[-2:]), "y_hat": y_hat}
 
     def decompress(self, strings, shape, **kwargs) -> dict[str, Any]:
         strings = _check_streams("quantizer 'factorized-entropy'", strings, 1)

@@ -246,7 +246,8 @@ def to_tensor(images: np.ndarray):
     import torch
 
     arr = images[None] if images.ndim == 3 else images
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+    # contiguous NCHW: a channels-last view would make convolutions take another path
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 def to_uint8(x) -> np.ndarray:

@@ -41,6 +41,8 @@ class RDModel(CompressionModel):
     def _pad(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.size(1) != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        # Same memory layout for forward and compress: float results depend on it.
+        x = x.contiguous()
         ph, pw = self.padding(x.size(-2), x.size(-1))
         if ph or pw:
             # Replicate rather than zero padding: flat borders cost fewer bits.
