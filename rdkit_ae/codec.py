@@ -57,6 +57,17 @@ def fixed_threads(n: int = CODEC_THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def _evaluating(model) -> Iterator[None]:
+    """Eval mode inside the block (coding in training mode would use batch statistics), restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 # -- model identity ------------------------------------------------------------
 def model_id(model, recipe=None) -> bytes:
     """A 4-byte id: SHA-256 of the model-defining recipe sections and every tensor of the state dict.
@@ -274,12 +285,12 @@ def _as_input(image: np.ndarray, model):
 
 
 def compress_array(model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS) -> bytes:
-    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (``model`` in eval mode, entropy models updated)."""
+    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (entropy models must be updated; coded in eval mode)."""
     height, width = _check_image(image, max_pixels)
     guard_entropy_coders(model)
     mid = model_id(model) if mid is None else mid
     layout = latent_layout(model, height, width)
-    with fixed_threads():
+    with _evaluating(model), fixed_threads():
         out = model.compress(_as_input(image, model))
     if len(out["strings"]) != layout.streams or _plain(out["shape"]) != layout.shape:
         raise RdkitError(
@@ -305,9 +316,9 @@ def decompress_bytes(model, data: bytes, *, mid: bytes | None = None, max_pixels
         raise FormatError(f"corrupt file: {len(packed.strings)} streams, the model codes {layout.streams}")
     guard_entropy_coders(model)
     try:
-        with fixed_threads():
+        with _evaluating(model), fixed_threads():
             x_hat = model.decompress(packed.strings, layout.shape, packed.size)["x_hat"]
-    except RdkitError:
+    except FormatError:
         raise
     except Exception as exc:  # the quantizer choked on corrupt strings; report, never crash
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -325,7 +336,7 @@ def reconstruct_array(model, image: np.ndarray, *, max_pixels: int = container.M
     from .data import to_uint8
 
     _check_image(image, max_pixels)
-    with fixed_threads():
+    with _evaluating(model), fixed_threads():
         x_hat = model(_as_input(image, model))["x_hat"]
     return to_uint8(torch.nan_to_num(x_hat.float(), nan=0.0))[0]
 
