@@ -32,8 +32,18 @@ _API = {
     "load_checkpoint": "rdkit_ae.checkpoint",
     "load_model": "rdkit_ae.checkpoint",
     "RdkitError": "rdkit_ae.errors",
+    "TrainResult": "rdkit_ae.train",
+    "evaluate_checkpoint": "rdkit_ae.evaluate",
+    "EvalResult": "rdkit_ae.evaluate",
+    "run_sweep": "rdkit_ae.bench",
+    "load_spec": "rdkit_ae.bench",
+    "bjontegaard": "rdkit_ae.bdrate",
+    "Codec": "rdkit_ae.codec",
+    "load_images": "rdkit_ae.data",
 }
 
+# `train` and `evaluate` are submodules (rdkit_ae.train.train, rdkit_ae.evaluate.evaluate);
+# re-exporting functions under the same names would be shadowed once they are imported.
 __all__ = ["__version__", *_API]
 
 
