@@ -256,7 +256,7 @@ def factorized_tables(tiny_checkpoints):
     eb = codec.model.latent_codec.entropy_bottleneck
     cdfs = eb._quantized_cdf.tolist()
     lengths = eb._cdf_length.tolist()
-    h = w = 8
+    _, h, w = codec.model.latent_shape(32, 32)
     indexes = [c for c in range(len(cdfs)) for _ in range(h * w)]
     image = smooth_image(32, 32)
     real = container.unpack(codec.compress(image)).strings[0][0]

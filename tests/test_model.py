@@ -67,7 +67,7 @@ def test_any_size_is_padded_and_cropped(name, size, tiny_overrides):
 
 
 def test_stride_includes_hyperprior():
-    assert build_model("factorized").stride == 4
+    assert build_model("factorized").stride == 8
     assert build_model("hyperprior").stride == 16
     assert build_model("conv-mse").stride == 8
 
