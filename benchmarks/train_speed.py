@@ -11,7 +11,7 @@ For each recipe (default conv-mse, conv-hybrid, factorized) it builds:
   examples/train.py (main Adam + aux Adam on the quantiles);
 - for ``factorized`` also CompressAI's own ``FactorizedPrior(N, M)`` with its
   ``RateDistortionLoss`` and the two Adams, for reference (4 stages where the
-  zoo recipe has 2, so it is not the like-for-like comparison).
+  zoo recipe has 3, so it is not the like-for-like comparison).
 
 Steps are timed one by one, the implementations interleaved step by step
 (each runs the same batch, in rotating order, so a noisy neighbour hits all of

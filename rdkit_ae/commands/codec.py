@@ -63,6 +63,21 @@ def _progress(console, total: int, label: str):
                     console=console, transient=True)
 
 
+def _run_all(err, pairs, label: str, work) -> list:
+    """Run ``work(src, dst)`` over the pairs with a progress bar for many; print notes."""
+    reports = []
+    with _progress(err, len(pairs), label) as progress:
+        task = progress.add_task(label, total=len(pairs)) if progress else None
+        for src, dst in pairs:
+            report = work(src, dst)
+            for note in report.notes:
+                (progress.console if progress else err).print(f"note: {src}: {note}", highlight=False, soft_wrap=True)
+            reports.append(report)
+            if progress:
+                progress.advance(task)
+    return reports
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -85,16 +100,7 @@ def compress(
     pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX))
     codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
     out, err = _consoles()
-    reports = []
-    with _progress(err, len(pairs), "compress") as progress:
-        task = progress.add_task("compress", total=len(pairs)) if progress else None
-        for src, dst in pairs:
-            report = compress_file(codec, src, dst, verify=verify)
-            for note in report.notes:
-                (progress.console if progress else err).print(f"note: {src}: {note}", highlight=False, soft_wrap=True)
-            reports.append(report)
-            if progress:
-                progress.advance(task)
+    reports = _run_all(err, pairs, "compress", lambda src, dst: compress_file(codec, src, dst, verify=verify))
     if quiet:
         return
     if len(reports) == 1:
@@ -131,13 +137,7 @@ def decompress(
     pairs = _plan(files, output, out_dir, default_name)
     codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
     out, err = _consoles()
-    reports = []
-    with _progress(err, len(pairs), "decompress") as progress:
-        task = progress.add_task("decompress", total=len(pairs)) if progress else None
-        for src, dst in pairs:
-            reports.append(decompress_file(codec, src, dst))
-            if progress:
-                progress.advance(task)
+    reports = _run_all(err, pairs, "decompress", lambda src, dst: decompress_file(codec, src, dst))
     if quiet:
         return
     if len(reports) == 1:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerate every figure the README quotes, from the repository root, with
+# ../shared beside the repository (real CIFAR-10 images, Kodak, VGG weights).
+# About 35 minutes on a quiet 2-core CPU. Results land in benchmarks/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RDKIT_VGG_WEIGHTS=${RDKIT_VGG_WEIGHTS:-../shared/models/vgg16-caffe-features-conv1_1-conv4_3.pth}
+export RDKIT_VGG_PREPROCESSING=${RDKIT_VGG_PREPROCESSING:-caffe}
+mkdir -p benchmarks/results
+
+python benchmarks/cli_startup.py | tee benchmarks/results/cli_startup.txt
+python benchmarks/train_speed.py --threads 2 --markdown benchmarks/results/train_speed.md --json benchmarks/results/train_speed.json
+python benchmarks/eval_speed.py | tee benchmarks/results/eval_speed.txt
+
+# The RD sweep (cached and resumable: rerunning continues where it stopped).
+rdkit bench benchmarks/cifar10-rd.toml --out runs/bench-cifar10-rd
+mkdir -p benchmarks/results/cifar10-rd
+cp runs/bench-cifar10-rd/{bd_rate.json,bd_rate.md,rd.png,results.csv,results.json,sweep.json} benchmarks/results/cifar10-rd/
+
+python benchmarks/hybrid_vs_mse.py --runs runs/hybrid-vs-mse
