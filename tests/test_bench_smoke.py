@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rdkit_ae.bench import run_sweep
+from test_bench import smooth_images
 
 train_mod = pytest.importorskip("rdkit_ae.train")
 
@@ -33,20 +34,9 @@ webp = [10, 40, 70, 90]
 """
 
 
-def images(n, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:32, 0:32] / 32
-    out = []
-    for _ in range(n):
-        a, b, c = rng.uniform(40, 200, 3)
-        img = np.stack([a + 60 * xx, b + 60 * yy, c + 40 * xx * yy], -1) + rng.normal(0, 3, (32, 32, 3))
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
 @pytest.fixture()
 def spec(tmp_path):
-    np.savez(tmp_path / "d.npz", x=images(60))
+    np.savez(tmp_path / "d.npz", x=smooth_images(60))
     path = tmp_path / "tiny.toml"
     path.write_text(SPEC)
     return path
