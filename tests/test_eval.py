@@ -198,7 +198,7 @@ def test_cli_eval(tmp_path, trained_factorized):
 
 
 def test_container_bytes_are_real_rdk_files(trained_factorized):
-    codec = pytest.importorskip("rdkit_ae.codec")
+    from rdkit_ae import codec
     x = smooth_images(4, seed=7)
     res = evaluate(trained_factorized, ImageSet("s", x), batch_size=4)
     for img, rec in zip(x, res.records):
