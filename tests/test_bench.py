@@ -16,19 +16,9 @@ from typer.testing import CliRunner
 from rdkit_ae.bench import SpecError, load_spec, run_sweep
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.model import build_model, build_objective
+from synthetic import smooth_images
 
 TINY_CONV = '["encoder.channels=[8, 8, 8]", "encoder.latent_channels=4"]'
-
-
-def smooth_images(n, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:32, 0:32] / 32
-    out = []
-    for _ in range(n):
-        a, b, c = rng.uniform(40, 200, 3)
-        img = np.stack([a + 60 * xx, b + 60 * yy, c + 40 * xx * yy], -1) + rng.normal(0, 3, (32, 32, 3))
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
 
 
 @pytest.fixture()

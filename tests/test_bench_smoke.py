@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rdkit_ae.bench import run_sweep
-from test_bench import smooth_images
+from synthetic import smooth_images
 
 import rdkit_ae.train as train_mod  # noqa: E402
 

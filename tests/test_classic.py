@@ -9,20 +9,10 @@ from PIL import Image
 from rdkit_ae import classic
 from rdkit_ae.data import ImageSet
 from rdkit_ae.metrics import psnr
+from synthetic import smooth_images
 
 MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "webp": (8, b"WEBP"), "avif": (4, b"ftyp")}
 CODECS = [c for c in classic.CODECS if classic.available(c)]
-
-
-def smooth_images(n, h=32, w=32, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    out = []
-    for _ in range(n):
-        a, b, c = rng.uniform(40, 200, 3)
-        img = np.stack([a + 50 * xx, b + 50 * yy, c + 30 * (xx + yy)], axis=-1) + rng.normal(0, 4, (h, w, 3))
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(out)
 
 
 def test_jpeg_and_webp_are_available():

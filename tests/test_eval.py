@@ -13,20 +13,10 @@ from rdkit_ae.data import ImageSet, to_tensor
 from rdkit_ae.evaluate import BitExactError, bytes_per_image, evaluate, results_curve
 from rdkit_ae.metrics import psnr_from_mse
 from rdkit_ae.model import build_model, build_objective
+from synthetic import smooth_images
 
 TINY_FACTORIZED = ["encoder.N=16", "encoder.M=16"]
 TINY_CONV = ["encoder.channels=[8, 8, 8]", "encoder.latent_channels=4", "quantizer.bits=4"]
-
-
-def smooth_images(n, h=32, w=32, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    imgs = []
-    for _ in range(n):
-        a, b, c = rng.uniform(40, 200, 3)
-        img = np.stack([a + 60 * xx, b + 60 * yy, c + 40 * xx * yy], -1) + rng.normal(0, 3, (h, w, 3))
-        imgs.append(np.clip(img, 0, 255).astype(np.uint8))
-    return np.stack(imgs)
 
 
 @pytest.fixture(scope="module")
