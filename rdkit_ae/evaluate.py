@@ -209,30 +209,12 @@ def bytes_per_image(strings: Any, batch: int) -> list[int]:
     )
 
 
-def _container_packer(model) -> Callable[[dict[str, Any], int], bytes] | None:
-    """``pack(compressed, index) -> bytes`` from rdkit_ae.container when that module exists."""
-    import importlib
-    import inspect
+def _container_packer(model) -> Callable[[dict[str, Any], int], bytes]:
+    """``pack(compressed, index) -> bytes``: one image's whole ``.rdk`` file, as ``rdkit compress`` writes it."""
+    from .codec import model_id
+    from .container import pack
 
-    try:
-        container = importlib.import_module(".container", __package__)
-    except ImportError:
-        return None
-    pack = getattr(container, "pack", None)
-    if pack is None:
-        return None
-    first = next(iter(inspect.signature(pack).parameters), "")
-    if first == "model":
-        return lambda compressed, i: pack(model, compressed, index=i)
-    # pack(model_id, compressed, index): the id comes from the codec module.
-    try:
-        codec = importlib.import_module(".codec", __package__)
-    except ImportError:
-        return None
-    make_id = getattr(codec, "model_id", None)
-    if make_id is None:
-        return None
-    mid = make_id(model)
+    mid = model_id(model)
     return lambda compressed, i: pack(mid, compressed, index=i)
 
 
