@@ -468,7 +468,12 @@ class Trainer:
         try:
             device = dist.resolve_device(self.args["device"], self.info)
             created = dist.init(self.info, device)
-            return self._run(device)
+            result = self._run(device)
+            # All ranks arrive before any tears gloo down: a rank that destroys
+            # its group while a peer still holds the connection can abort the
+            # peer ("terminate called without an active exception").
+            dist.barrier()
+            return result
         finally:
             torch.set_num_threads(threads_before)
             dist.shutdown(created)
