@@ -68,7 +68,7 @@ def baseline_pass(model, batches) -> float:
 
 def ours_pass(model, images, batch_size: int, check: bool) -> tuple[float, float]:
     """(compress + decompress seconds recorded by evaluate, evaluate's wall seconds)."""
-    from rdkit_ae.evaluate import evaluate
+    from rdkit_ae.evaluation.evaluator import evaluate
 
     t0 = time.perf_counter()
     res = evaluate(model, images, batch_size=batch_size, check_exact=check, container=False)
@@ -89,7 +89,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rdkit_ae.data import ImageSet, load_images, to_tensor
+    from rdkit_ae.data.sources import ImageSet, load_images, to_tensor
 
     source = load_images(args.data, "all")
     images = source.subset(np.arange(len(source))[-args.images:])

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from rdkit_ae.registry import register
 
-from .encoders import (
+from rdkit_ae.plugins.encoders import (
     ACTIVATIONS,
     NORMS,
     check_channels,

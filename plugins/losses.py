@@ -18,8 +18,8 @@ from torch import Tensor
 from rdkit_ae.errors import PluginError, RdkitError
 from rdkit_ae.registry import register
 
-from . import vgg
-from .encoders import check_choice, check_int
+from rdkit_ae.plugins import vgg
+from rdkit_ae.plugins.encoders import check_choice, check_int
 
 
 class ImageSizeError(RdkitError, ValueError):

@@ -40,7 +40,7 @@ from torch import Tensor
 from rdkit_ae.errors import FormatError
 from rdkit_ae.registry import register
 
-from .encoders import check_choice, check_int
+from rdkit_ae.plugins.encoders import check_choice, check_int
 
 BOUNDS = ("sigmoid", "clamp")
 

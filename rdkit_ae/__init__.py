@@ -32,18 +32,24 @@ _API = {
     "load_checkpoint": "rdkit_ae.checkpoint",
     "load_model": "rdkit_ae.checkpoint",
     "RdkitError": "rdkit_ae.errors",
-    "TrainResult": "rdkit_ae.train",
-    "evaluate_checkpoint": "rdkit_ae.evaluate",
-    "EvalResult": "rdkit_ae.evaluate",
+    "train": "rdkit_ae.training",
+    "TrainResult": "rdkit_ae.training",
+    "evaluate": "rdkit_ae.evaluation",
+    "evaluate_checkpoint": "rdkit_ae.evaluation",
+    "EvalResult": "rdkit_ae.evaluation",
     "run_sweep": "rdkit_ae.bench",
     "load_spec": "rdkit_ae.bench",
-    "bjontegaard": "rdkit_ae.bdrate",
+    "bjontegaard": "rdkit_ae.evaluation.bdrate",
     "Codec": "rdkit_ae.codec",
+    "compress_array": "rdkit_ae.codec",
+    "decompress_bytes": "rdkit_ae.codec",
+    "compress_file": "rdkit_ae.codec",
+    "decompress_file": "rdkit_ae.codec",
     "load_images": "rdkit_ae.data",
 }
 
-# `train` and `evaluate` are submodules (rdkit_ae.train.train, rdkit_ae.evaluate.evaluate);
-# re-exporting functions under the same names would be shadowed once they are imported.
+# `train` and `evaluate` are functions; the subpackages that hold them are named
+# `training` and `evaluation`, so importing one never shadows the other.
 __all__ = ["__version__", *_API]
 
 

@@ -1,3 +1,3 @@
-from .cli import run
+from rdkit_ae.cli import run
 
 run()

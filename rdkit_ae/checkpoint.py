@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, RdkitError
-from .recipe import Recipe
+from rdkit_ae.errors import CheckpointError, RdkitError
+from rdkit_ae.recipe import Recipe
 
 FORMAT = "rdkit-ae-checkpoint"
 VERSION = 1
@@ -94,7 +94,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     stored in the checkpoint are used as they are (so encoder and decoder
     machines share them), and computed on the CPU only where absent.
     """
-    from .model import build_model
+    from rdkit_ae.model import build_model
 
     payload = load_checkpoint(path, map_location)
     try:

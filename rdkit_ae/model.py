@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from .recipe import Recipe, load_recipe
-from .registry import accepted_params, create, get_plugin
+from rdkit_ae.recipe import Recipe, load_recipe
+from rdkit_ae.registry import accepted_params, create, get_plugin
 
 
 class RDModel(CompressionModel):

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import PluginError, RecipeError
+from rdkit_ae.errors import PluginError, RecipeError
 
 PLUGIN_SECTIONS = ("encoder", "quantizer", "decoder")
 TOP_LEVEL_KEYS = ("description", "extends", "replace_losses", *PLUGIN_SECTIONS, "loss", "train")
@@ -275,7 +275,7 @@ def _check_choice(value: str, allowed: tuple[str, ...], what: str, source: str) 
 
 def validate(raw: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]:
     """Check a merged recipe and return it with defaults filled in."""
-    from .registry import get_plugin, check_params
+    from rdkit_ae.registry import get_plugin, check_params
 
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
@@ -331,7 +331,7 @@ def validate(raw: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]:
 
 def _injected(section: str, info: Any) -> dict[str, Any]:
     """Parameters the model builder supplies itself (so a recipe may omit them)."""
-    from .registry import accepted_params
+    from rdkit_ae.registry import accepted_params
 
     accepted = accepted_params(info.factory)
     if section == "quantizer" and (accepted is None or "channels" in accepted):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
-from .errors import PluginError
+from rdkit_ae.errors import PluginError
 
 ENTRY_POINT_GROUP = "rdkit_ae.plugins"
 BUILTIN_MODULES = (

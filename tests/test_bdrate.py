@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rdkit_ae.bdrate import bd_psnr, bd_rate, bjontegaard, clean_curve
+from rdkit_ae.evaluation.bdrate import bd_psnr, bd_rate, bjontegaard, clean_curve
 
 # An anchor whose log-rate is exactly linear in PSNR: R = e^((q - 30) / 10).
 PSNR = np.array([30.0, 32.5, 35.0, 37.0, 40.0])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rdkit_ae.bench import SpecError, load_spec, run_sweep
+from rdkit_ae.bench.sweep import SpecError, load_spec, run_sweep
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.model import build_model, build_objective
 from synthetic import smooth_images

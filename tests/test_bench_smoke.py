@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rdkit_ae.bench import run_sweep
+from rdkit_ae.bench.sweep import run_sweep
 from synthetic import smooth_images
 
-import rdkit_ae.train as train_mod  # noqa: E402
+import rdkit_ae.training.trainer as train_mod  # noqa: E402
 
 SPEC = """
 name = "tiny"

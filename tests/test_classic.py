@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdkit_ae import classic
-from rdkit_ae.data import ImageSet
-from rdkit_ae.metrics import psnr
+from rdkit_ae.evaluation import classic
+from rdkit_ae.data.sources import ImageSet
+from rdkit_ae.evaluation.metrics import psnr
 from synthetic import smooth_images
 
 MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "webp": (8, b"WEBP"), "avif": (4, b"ftyp")}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from rdkit_ae import container
+from rdkit_ae.codec import container
 from rdkit_ae.checkpoint import load_model
-from rdkit_ae.codec import (
+from rdkit_ae.codec.coder import (
     Codec,
     ModelMismatchError,
     compress_array,
@@ -79,7 +79,7 @@ def test_header_sizes_measured(codecs):
 
 @pytest.mark.skipif(KODAK is None, reason="../shared/data/kodak is not on this machine")
 def test_real_kodak_image_through_files(codecs, tmp_path):
-    from rdkit_ae.data import read_image
+    from rdkit_ae.data.sources import read_image
 
     codec = codecs["hyperprior"]
     report = compress_file(codec, KODAK, tmp_path / "k.rdk", verify=True)
@@ -97,7 +97,7 @@ def test_unpack_with_model_is_ready_for_model_decompress(codecs, name):
     assert info.model_id == codec.id and info.size == (24, 40)
     with fixed_threads():
         x_hat = codec.model.decompress(info.strings, info.shape, info.size)["x_hat"]
-    from rdkit_ae.data import to_uint8
+    from rdkit_ae.data.sources import to_uint8
 
     assert np.array_equal(to_uint8(x_hat)[0], reference(codec.model, image))
 
@@ -271,7 +271,7 @@ def test_extreme_latents_are_refused_not_crashed(zoo_checkpoints, name, scale):
 
 
 def test_guard_refuses_nan_symbols_directly():
-    from rdkit_ae.codec import _check_encodable
+    from rdkit_ae.codec.coder import _check_encodable
 
     with pytest.raises(RdkitError, match="NaN"):
         _check_encodable([0] * 100 + [-(2**31)], [0] * 101, [5], [-2])

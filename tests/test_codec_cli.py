@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from rdkit_ae import container
+from rdkit_ae.codec import container
 from rdkit_ae.cli import app
-from rdkit_ae.codec import Codec
-from rdkit_ae.data import read_image
+from rdkit_ae.codec.coder import Codec
+from rdkit_ae.data.sources import read_image
 from test_codec_support import reference, run_rdkit, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
 
 runner = CliRunner()

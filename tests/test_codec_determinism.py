@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rdkit_ae.codec import Codec
+from rdkit_ae.codec.coder import Codec
 from test_codec_support import make_checkpoint, run_python, smooth_image
 
 CHILD = r"""
@@ -60,8 +60,8 @@ def setup(tmp_path_factory):
     """Checkpoints (one without stored tables), images and the .rdk files this process made."""
     from PIL import Image
 
-    from rdkit_ae.codec import encode_image
-    from rdkit_ae.data import read_image
+    from rdkit_ae.codec.coder import encode_image
+    from rdkit_ae.data.sources import read_image
 
     root = tmp_path_factory.mktemp("determinism")
     checkpoints = {

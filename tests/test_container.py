@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from rdkit_ae import container
-from rdkit_ae.container import MAGIC, VERSION, pack, unpack
+from rdkit_ae.codec import container
+from rdkit_ae.codec.container import MAGIC, VERSION, pack, unpack
 from rdkit_ae.errors import FormatError
 
 MID = b"\x12\x34\x56\x78"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdkit_ae.data import iter_images, load_images, read_image, to_tensor, to_uint8
+from rdkit_ae.data.sources import iter_images, load_images, read_image, to_tensor, to_uint8
 from rdkit_ae.errors import DataError
 
 

@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import save_checkpoint
-from rdkit_ae.data import ImageSet, to_tensor
-from rdkit_ae.evaluate import BitExactError, bytes_per_image, evaluate, results_curve
-from rdkit_ae.metrics import psnr_from_mse
+from rdkit_ae.data.sources import ImageSet, to_tensor
+from rdkit_ae.evaluation.evaluator import BitExactError, bytes_per_image, evaluate, results_curve
+from rdkit_ae.evaluation.metrics import psnr_from_mse
 from rdkit_ae.model import build_model, build_objective
 from synthetic import smooth_images
 
@@ -112,7 +112,7 @@ def test_mixed_sizes_one_at_a_time_and_ms_ssim(tmp_path):
     sizes = [(176, 192), (192, 176), (40, 24)]
     for i, (h, w) in enumerate(sizes):
         Image.fromarray(smooth_images(1, h, w, seed=i)[0]).save(tmp_path / f"im{i}.png")
-    from rdkit_ae.data import load_images
+    from rdkit_ae.data.sources import load_images
 
     images = load_images(tmp_path)
     model = build_model("conv-mse", TINY_CONV)

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rdkit_ae import container
-from rdkit_ae.codec import Codec, _pad_bytes
+from rdkit_ae.codec import container
+from rdkit_ae.codec.coder import Codec, _pad_bytes
 from rdkit_ae.errors import FormatError
 from test_codec_support import run_python, smooth_image, tiny_checkpoints  # noqa: F401
 
@@ -165,8 +165,8 @@ def test_decode_fuzz_reaches_the_entropy_decoder(fuzz_targets):
 CHILD = r"""
 import sys, zlib
 import numpy as np
-from rdkit_ae.codec import Codec
-from rdkit_ae import container
+from rdkit_ae.codec.coder import Codec
+from rdkit_ae.codec import container
 from rdkit_ae.errors import FormatError
 codec = Codec.load(sys.argv[1])
 h, w = 512, 768

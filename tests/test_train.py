@@ -14,7 +14,7 @@ from rdkit_ae.checkpoint import atomic_write_bytes, load_checkpoint, load_model,
 from rdkit_ae.errors import RdkitError, RecipeError
 from rdkit_ae.recipe import load_recipe
 from rdkit_ae.registry import REGISTRY, register
-from rdkit_ae.train import LRSchedule, NonFiniteLossError, build_optimizers, build_training, split_parameters, train
+from rdkit_ae.training.trainer import LRSchedule, NonFiniteLossError, build_optimizers, build_training, split_parameters, train
 
 from train_helpers import FAST, TINY_CONV, TINY_FACTORIZED, assert_same_weights, make_npz, model_state
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import load_checkpoint
 from rdkit_ae.cli import app
-from rdkit_ae.train import train
+from rdkit_ae.training.trainer import train
 
 from train_helpers import FAST, TINY_CONV, make_npz
 

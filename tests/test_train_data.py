@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from rdkit_ae.data import ImageSet, load_images
-from rdkit_ae.datasets import ImageDataset, augment, item_uniforms, train_batches, val_batches
+from rdkit_ae.data.sources import ImageSet, load_images
+from rdkit_ae.data.datasets import ImageDataset, augment, item_uniforms, train_batches, val_batches
 from rdkit_ae.errors import DataError
-from rdkit_ae.train import train
+from rdkit_ae.training.trainer import train
 
 from train_helpers import FAST, TINY_CONV, make_fake_cifar10, make_png_folder
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rdkit_ae.checkpoint import load_checkpoint
-from rdkit_ae.distributed import weights_digest
+from rdkit_ae.training.distributed import weights_digest
 from rdkit_ae.model import build_model
 from rdkit_ae.recipe import Recipe
 

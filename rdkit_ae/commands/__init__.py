@@ -1,1 +1,1 @@
-"""CLI commands, one module per area; each adds commands to ``rdkit_ae.cli.app``."""
+"""CLI commands, one module per area; each adds commands to ``rdkit_ae.commands.app.app``."""

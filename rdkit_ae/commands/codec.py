@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, handle_errors
+from rdkit_ae.commands.app import app, handle_errors
 
 PROGRESS_FROM = 4  # files; fewer finish too fast for a bar to help
 DECODED_SUFFIX = ".decoded.png"  # never "<stem>.png": that is usually the original image
@@ -16,7 +16,7 @@ LOSSLESS_SUFFIXES = (".png", ".bmp", ".ppm", ".tif", ".tiff")
 
 def _plan(inputs: List[Path], output: Optional[Path], out_dir: Optional[Path], default_name) -> list[tuple[Path, Path]]:
     """Pair every input with its output path; refuse ambiguous or clobbering plans before any work."""
-    from ..errors import RdkitError
+    from rdkit_ae.errors import RdkitError
 
     if output is not None and out_dir is not None:
         raise RdkitError("use either -o/--output or --out-dir, not both")
@@ -94,8 +94,8 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ) -> None:
     """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
-    from ..codec import Codec, compress_file
-    from ..container import MAX_PIXELS, SUFFIX
+    from rdkit_ae.codec.coder import Codec, compress_file
+    from rdkit_ae.codec.container import MAX_PIXELS, SUFFIX
 
     pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX))
     codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
@@ -124,9 +124,9 @@ def decompress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ) -> None:
     """Decode .rdk files to PNG images (bit-exact: the same file always gives the same pixels)."""
-    from ..codec import Codec, decompress_file
-    from ..container import MAX_PIXELS
-    from ..errors import RdkitError
+    from rdkit_ae.codec.coder import Codec, decompress_file
+    from rdkit_ae.codec.container import MAX_PIXELS
+    from rdkit_ae.errors import RdkitError
 
     if output is not None and output.suffix.lower() not in LOSSLESS_SUFFIXES:
         raise RdkitError(f"-o {output}: write a lossless image ({', '.join(LOSSLESS_SUFFIXES)})")

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, handle_errors, new_app
+from rdkit_ae.commands.app import app, handle_errors, new_app
 
 recipes_app = new_app(help="List zoo recipes, or show one resolved.", no_args_is_help=False)
 app.add_typer(recipes_app, name="recipes")
@@ -24,7 +24,7 @@ def plugins(kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encod
     """List registered plugins: kind, name, origin and summary."""
     from rich.table import Table
 
-    from ..registry import REGISTRY
+    from rdkit_ae.registry import REGISTRY
 
     table = Table("kind", "name", "origin", "summary", title="rdkit-ae plugins")
     for info in REGISTRY.list(kind):
@@ -43,7 +43,7 @@ def recipes(ctx: typer.Context) -> None:
         return
     from rich.table import Table
 
-    from ..recipe import load_recipe, zoo_names
+    from rdkit_ae.recipe import load_recipe, zoo_names
 
     table = Table("recipe", "description", title="rdkit-ae zoo")
     for name in zoo_names():
@@ -58,7 +58,7 @@ def recipes_show(
     set_: List[str] = typer.Option([], "--set", help="override: dotted.key=value (TOML value)"),
 ) -> None:
     """Print a recipe fully resolved (extends, overrides and defaults applied)."""
-    from ..recipe import load_recipe
+    from rdkit_ae.recipe import load_recipe
 
     recipe = load_recipe(name, set_)
     typer.echo(f"# {recipe.name} ({recipe.source})")
@@ -75,8 +75,8 @@ def info(
     """Build a recipe's model and show its parts, parameter counts, latent and rate."""
     from rich.table import Table
 
-    from ..errors import RdkitError
-    from ..model import build_model
+    from rdkit_ae.errors import RdkitError
+    from rdkit_ae.model import build_model
 
     try:
         h, w = (int(v) for v in size.lower().split("x"))

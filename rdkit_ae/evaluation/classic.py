@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import RdkitError
-from .evaluate import EvalResult, cr_from_bpp, summarize
+from rdkit_ae.errors import RdkitError
+from rdkit_ae.evaluation.evaluator import EvalResult, cr_from_bpp, summarize
 
 
 class CodecError(RdkitError):
@@ -83,8 +83,8 @@ def evaluate_codec(images, codec: str, quality: int, *, options: dict[str, Any] 
     """Code every image of an ImageSet at one quality; records follow ``evaluate``'s schema."""
     from PIL import __version__ as pillow_version
 
-    from .evaluate import _batches
-    from .metrics import quality as measure
+    from rdkit_ae.evaluation.evaluator import _batches
+    from rdkit_ae.evaluation.metrics import quality as measure
 
     c = get_codec(codec)
     if not available(codec):

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from .errors import RdkitError
+from rdkit_ae.errors import RdkitError
 
 CACHE_VERSION = 1  # bump when cached files change meaning
 BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "limit_val", "time_budget", "val_fraction")
@@ -104,7 +104,7 @@ class SweepSpec:
         return [p for m in self.models for p in m.points]
 
     def curve_names(self) -> list[str]:
-        from .classic import get_codec
+        from rdkit_ae.evaluation.classic import get_codec
 
         return [m.name for m in self.models] + [get_codec(c.codec).label for c in self.codecs] + [e["name"] for e in self.externals]
 
@@ -164,8 +164,8 @@ def _points_of(entry: dict[str, Any], where: str, source: str) -> list[dict[str,
 
 
 def _model_curves(entries: Any, base: Path, budget: dict[str, Any], source: str) -> list[ModelCurve]:
-    from .model import build_model
-    from .recipe import load_recipe, parse_override
+    from rdkit_ae.model import build_model
+    from rdkit_ae.recipe import load_recipe, parse_override
 
     if not isinstance(entries, list):
         raise SpecError(f"{source}: [[model]] entries must be an array of tables")
@@ -201,7 +201,7 @@ def _model_curves(entries: Any, base: Path, budget: dict[str, Any], source: str)
 
 
 def _codec_sweeps(table: Any, source: str) -> tuple[list[CodecSweep], list[str]]:
-    from .classic import CODECS, available, get_codec
+    from rdkit_ae.evaluation.classic import CODECS, available, get_codec
 
     if not isinstance(table, dict):
         raise SpecError(f"{source}: [classical] must be a table, e.g. webp = [10, 50, 90]")
@@ -338,7 +338,7 @@ def _slice(n: int, ds: DataSpec) -> np.ndarray:
 
 def load_data(ds: DataSpec, val_fraction: float = 0.1, seed: int = 0):
     """The ImageSet a DataSpec names (its split, then its slice)."""
-    from .data import load_images
+    from rdkit_ae.data.sources import load_images
 
     images = load_images(ds.path, ds.split, val_fraction=val_fraction, seed=seed)
     index = _slice(len(images), ds)
@@ -365,7 +365,7 @@ def _training_data(ds: DataSpec, out: Path) -> tuple[str, str]:
     if ds.path == "cifar10" and ds.start is None and ds.stop is None:
         return "cifar10", "cifar10"
     if ds.start is None and ds.stop is None and ds.split == "all":
-        from .data import load_images
+        from rdkit_ae.data.sources import load_images
 
         return ds.path, content_hash(load_images(ds.path, "all"))
     images = load_data(ds)
@@ -413,7 +413,7 @@ TrainFn = Callable[..., Any]
 
 def _default_train() -> TrainFn:
     try:
-        from .train import train
+        from rdkit_ae.training.trainer import train
     except ImportError as exc:
         raise RdkitError(f"training is not available (rdkit_ae.train: {exc})") from None
     return train
@@ -446,7 +446,7 @@ def _result_to_dict(res) -> dict[str, Any]:
 
 
 def _result_from_dict(d: dict[str, Any]):
-    from .evaluate import EvalResult
+    from rdkit_ae.evaluation.evaluator import EvalResult
 
     return EvalResult(d["name"], d["description"], d["records"], d["summary"], d.get("meta", {}))
 
@@ -487,8 +487,8 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
     ``best_checkpoint`` and/or ``last_checkpoint``. ``resume=False`` retrains
     and re-evaluates every point (``--fresh``).
     """
-    from .classic import get_codec
-    from .evaluate import evaluate_checkpoint
+    from rdkit_ae.evaluation.classic import get_codec
+    from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -567,7 +567,7 @@ def _codec_job(out, images, eval_key, sweep, quality, curve, resume, reporter):
     def job(task: Task) -> bool:
         from PIL import __version__ as pillow_version
 
-        from .classic import evaluate_codec, get_codec
+        from rdkit_ae.evaluation.classic import evaluate_codec, get_codec
 
         key = _sha({"v": CACHE_VERSION, "codec": sweep.codec, "q": quality, "opt": sweep.options, "pillow": pillow_version, "data": eval_key})
         path = out / "classical" / f"{sweep.codec}-q{quality}-{key[:12]}.json"
@@ -578,7 +578,7 @@ def _codec_job(out, images, eval_key, sweep, quality, curve, resume, reporter):
             n = len(images)
             res = evaluate_codec(images, sweep.codec, quality, options=sweep.options,
                                  progress=_fraction(reporter, task, n))
-            from .evaluate import write_json
+            from rdkit_ae.evaluation.evaluator import write_json
 
             write_json(path, _result_to_dict(res))
         curve["description"] = res.description
@@ -598,7 +598,7 @@ def _fraction(reporter, task, total):
 
 
 def _external_points(ext: dict[str, Any]) -> list[PointResult]:
-    from .evaluate import cr_from_bpp
+    from rdkit_ae.evaluation.evaluator import cr_from_bpp
 
     r = ext["results"]
     pts = []
@@ -664,7 +664,7 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
         info = {"checkpoint": str(Path(ckpt).resolve()), "train_seconds": seconds,
                 "stopped": getattr(result, "stopped", None), "epochs": getattr(result, "epochs", None),
                 "steps": getattr(result, "steps", None), "checkpoint_sha256": _file_sha(Path(ckpt))}
-        from .evaluate import write_json
+        from rdkit_ae.evaluation.evaluator import write_json
 
         write_json(done, info)
         state.update(info)
@@ -677,7 +677,7 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
 
 def _eval_job(point, run_dir, images, eval_key, spec, resume, state, curve, reporter, evaluate_checkpoint):
     def job(task: Task) -> bool:
-        from .evaluate import write_json
+        from rdkit_ae.evaluation.evaluator import write_json
 
         if state.get("failed"):
             return False
@@ -724,9 +724,9 @@ CSV_COLUMNS = ("curve", "kind", "point", "quality", "n_images", "bytes", "bpp", 
 
 
 def write_reports(out: Path, spec: SweepSpec, curves: dict[str, dict[str, Any]], notes: list[str]) -> dict[str, Path]:
-    from .bdrate import bjontegaard
-    from .evaluate import compressai_entry, write_json, write_records_csv
-    from .rdplot import plot_rd
+    from rdkit_ae.evaluation.bdrate import bjontegaard
+    from rdkit_ae.evaluation.evaluator import compressai_entry, write_json, write_records_csv
+    from rdkit_ae.evaluation.plots import plot_rd
 
     files: dict[str, Path] = {}
     entries = []

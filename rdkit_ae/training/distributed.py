@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import torch
 from torch import nn
 
-from .errors import RdkitError
+from rdkit_ae.errors import RdkitError
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, handle_errors
+from rdkit_ae.commands.app import app, handle_errors
 
 
 @app.command()
@@ -36,7 +36,7 @@ def train(
     Ctrl-C saves last.pt and exits with code 130; continue with --resume RUN_DIR.
     Under torchrun every process runs this same command; rank 0 writes.
     """
-    from ..train import TrainingInterrupted, train as run_training
+    from rdkit_ae.training.trainer import TrainingInterrupted, train as run_training
 
     try:
         run_training(recipe, data, out, overrides=set_, epochs=epochs, max_steps=max_steps, limit_train=limit_train,

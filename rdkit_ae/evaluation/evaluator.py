@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import RdkitError
+from rdkit_ae.errors import RdkitError
 
 BITS_PER_PIXEL_RGB = 24.0
 MAX_BATCHED_PIXELS = 256 * 256  # larger images are coded one at a time (memory, and Kodak sizes vary)
@@ -56,7 +56,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ``cr = 24 / mean bpp`` (not the mean of per-image CRs);
     ``psnr_of_mean_mse`` is the PSNR of the MSE averaged over all images.
     """
-    from .metrics import psnr_from_mse
+    from rdkit_ae.evaluation.metrics import psnr_from_mse
 
     if not records:
         raise RdkitError("nothing to summarize: no images were evaluated")
@@ -171,7 +171,7 @@ class EvalResult:
 # -- the evaluator ------------------------------------------------------------
 def _batches(images, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
     """Yield (names, uint8 (B, H, W, 3)): consecutive images of one small size together."""
-    from .data import iter_images
+    from rdkit_ae.data.sources import iter_images
 
     names: list[str] = []
     arrays: list[np.ndarray] = []
@@ -211,8 +211,8 @@ def bytes_per_image(strings: Any, batch: int) -> list[int]:
 
 def _container_packer(model) -> Callable[[dict[str, Any], int], bytes]:
     """``pack(compressed, index) -> bytes``: one image's whole ``.rdk`` file, as ``rdkit compress`` writes it."""
-    from .codec import model_id
-    from .container import pack
+    from rdkit_ae.codec.coder import model_id
+    from rdkit_ae.codec.container import pack
 
     mid = model_id(model)
     return lambda compressed, i: pack(mid, compressed, index=i)
@@ -251,8 +251,8 @@ def evaluate(
     """
     import torch
 
-    from .data import to_tensor, to_uint8
-    from .metrics import quality
+    from rdkit_ae.data.sources import to_tensor, to_uint8
+    from rdkit_ae.evaluation.metrics import quality
 
     if batch_size < 1:
         raise RdkitError(f"batch size must be at least 1, got {batch_size}")
@@ -348,7 +348,7 @@ def _mismatch_message(names, reference, decoded) -> str:
 # -- checkpoints ----------------------------------------------------------------
 def evaluate_checkpoint(path: str | Path, images, **kwargs: Any) -> EvalResult:
     """Load a checkpoint (safely, entropy tables ready) and :func:`evaluate` it."""
-    from .checkpoint import load_model
+    from rdkit_ae.checkpoint import load_model
 
     model, recipe, _ = load_model(path, map_location=kwargs.get("device", "cpu"))
     res = evaluate(model, images, **kwargs)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
+from rdkit_ae.checkpoint import atomic_write_bytes
 
 
 def json_safe(obj: Any) -> Any:

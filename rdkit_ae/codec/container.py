@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import FormatError
+from rdkit_ae.errors import FormatError
 
 MAGIC = b"RK"
 VERSION = 1
@@ -179,7 +179,7 @@ def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> P
         pos += length
     packed = Packed(model_id, (height, width), strings, None, version, header_end + CRC_BYTES)
     if model is not None:
-        from .codec import latent_layout  # lazy: keeps this module model-free
+        from rdkit_ae.codec.coder import latent_layout  # lazy: keeps this module model-free
 
         packed = Packed(model_id, packed.size, strings, latent_layout(model, height, width).shape, version, packed.header_bytes)
     return packed

@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import container
-from .errors import CheckpointError, DataError, FormatError, RdkitError
+from rdkit_ae.codec import container
+from rdkit_ae.errors import CheckpointError, DataError, FormatError, RdkitError
 
 CODEC_THREADS = 1
 MAX_FILE_BYTES = 1 << 30  # an .rdk larger than this is refused before it is read
@@ -242,7 +242,7 @@ def latent_layout(model, height: int, width: int) -> Layout:
     """
     import torch
 
-    from .plugins.quantizers import FactorizedEntropyQuantizer, HyperpriorQuantizer, UniformQuantizer
+    from rdkit_ae.plugins.quantizers import FactorizedEntropyQuantizer, HyperpriorQuantizer, UniformQuantizer
 
     k, h, w = model.latent_shape(height, width)
     q = model.latent_codec
@@ -275,7 +275,7 @@ def _check_image(image: np.ndarray, max_pixels: int) -> tuple[int, int]:
 
 
 def _as_input(image: np.ndarray, model):
-    from .data import to_tensor
+    from rdkit_ae.data.sources import to_tensor
 
     # Contiguous (not channels-last): the decoder sees contiguous latents, and
     # convolutions in another memory format round differently.
@@ -304,7 +304,7 @@ def decompress_bytes(model, data: bytes, *, mid: bytes | None = None, max_pixels
     """Decode ``.rdk`` bytes to a uint8 (H, W, 3) image; any defect raises :class:`FormatError`."""
     import torch
 
-    from .data import to_uint8
+    from rdkit_ae.data.sources import to_uint8
 
     packed = container.unpack(data, max_pixels=max_pixels)
     mid = model_id(model) if mid is None else mid
@@ -333,7 +333,7 @@ def reconstruct_array(model, image: np.ndarray, *, max_pixels: int = container.M
     """The eval-mode forward reconstruction of one image, computed as the decoder computes (what decoding will give)."""
     import torch
 
-    from .data import to_uint8
+    from rdkit_ae.data.sources import to_uint8
 
     _check_image(image, max_pixels)
     with _evaluating(model), fixed_threads():
@@ -354,7 +354,7 @@ class Codec:
 
     @classmethod
     def load(cls, path: str | Path, *, max_pixels: int = container.MAX_PIXELS) -> "Codec":
-        from .checkpoint import load_model
+        from rdkit_ae.checkpoint import load_model
 
         model, recipe, _ = load_model(path)
         check_model(model, str(path))
@@ -427,7 +427,7 @@ def read_rdk(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from .checkpoint import atomic_write_bytes
+    from rdkit_ae.checkpoint import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, lambda f: f.write(data))
@@ -459,8 +459,8 @@ def _prefixed(exc: RdkitError, source) -> RdkitError:
 
 def compress_file(codec: Codec, source: str | Path, output: str | Path, *, verify: bool = False) -> Report:
     """Compress an image file to ``output`` (written atomically, only once everything succeeded)."""
-    from .data import read_image
-    from .metrics import quality
+    from rdkit_ae.data.sources import read_image
+    from rdkit_ae.evaluation.metrics import quality
 
     try:
         image, notes = read_image(source)

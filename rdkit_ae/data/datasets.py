@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .data import ImageSet, image_size, read_image
+from rdkit_ae.data.sources import ImageSet, image_size, read_image
 
 # SplitMix64 constants (Steele et al. 2014): a cheap, well-mixed counter-based hash.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -87,7 +87,7 @@ class ImageDataset(Dataset):
     def __init__(self, images: ImageSet, crop_size: int, *, train: bool, hflip: bool = False,
                  color_jitter: float = 0.0, seed: int = 0):
         if len(images) == 0:
-            from .errors import DataError
+            from rdkit_ae.errors import DataError
 
             raise DataError(f"{images.name}: no images in the {'training' if train else 'validation'} split")
         self.images = images

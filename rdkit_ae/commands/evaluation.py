@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import app, handle_errors
+from rdkit_ae.commands.app import app, handle_errors
 
 
 def _console():
@@ -41,9 +41,9 @@ def eval_(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from ..data import load_images
-    from ..errors import RdkitError
-    from ..evaluate import evaluate_checkpoint, results_curve, write_json, write_records_csv
+    from rdkit_ae.data.sources import load_images
+    from rdkit_ae.errors import RdkitError
+    from rdkit_ae.evaluation.evaluator import evaluate_checkpoint, results_curve, write_json, write_records_csv
 
     if split is None:
         split = "val" if data == "cifar10" else "all"
@@ -156,8 +156,8 @@ def bench(
     """Train and evaluate a sweep of recipes, run JPEG/WebP/AVIF, and write RD curves and BD-rates."""
     from rich.table import Table
 
-    from ..bench import load_spec, run_sweep
-    from ..errors import RdkitError
+    from rdkit_ae.bench.sweep import load_spec, run_sweep
+    from rdkit_ae.errors import RdkitError
 
     sweep = load_spec(spec)
     out = out or Path("runs") / f"bench-{sweep.name}"
@@ -166,7 +166,7 @@ def bench(
                   f"{sum(len(c.qualities) for c in sweep.codecs)} codec point(s); eval on {sweep.eval_data.describe()}; "
                   f"output {out}")
     try:
-        from ..train import TrainingInterrupted
+        from rdkit_ae.training.trainer import TrainingInterrupted
     except ImportError:  # training not installed: a classical-only sweep still runs
         TrainingInterrupted = KeyboardInterrupt
     try:

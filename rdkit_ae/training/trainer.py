@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import distributed as dist
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .errors import CheckpointError, RdkitError, RecipeError
-from .recipe import Recipe, load_recipe
+from rdkit_ae.training import distributed as dist
+from rdkit_ae.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from rdkit_ae.errors import CheckpointError, RdkitError, RecipeError
+from rdkit_ae.recipe import Recipe, load_recipe
 
 SCHEDULE_INTERVALS = ("epoch", "step")
 RUNS_DIR = Path("runs")
@@ -186,7 +186,7 @@ class TrainStep:
 
 def build_training(recipe: Recipe, device: torch.device | str = "cpu", steps_per_epoch: int = 1):
     """Model, objective, optimisers and schedule for a recipe: what ``train`` and the speed benchmark use."""
-    from .model import build_model, build_objective
+    from rdkit_ae.model import build_model, build_objective
 
     interval = recipe.train["schedule_interval"]
     if interval not in SCHEDULE_INTERVALS:
@@ -442,8 +442,8 @@ class Trainer:
         return recipe, cfg, payload, run_dir
 
     def _load_data(self, recipe: Recipe, cfg: _RunConfig):
-        from .data import load_images
-        from .datasets import ImageDataset
+        from rdkit_ae.data.sources import load_images
+        from rdkit_ae.data.datasets import ImageDataset
 
         seed = int(recipe.train["seed"])
         t = recipe.train
@@ -479,8 +479,8 @@ class Trainer:
             dist.shutdown(created)
 
     def _run(self, device: torch.device) -> TrainResult:
-        from .datasets import describe, train_batches
-        from .runlog import MetricsLog
+        from rdkit_ae.data.datasets import describe, train_batches
+        from rdkit_ae.training.runlog import MetricsLog
 
         recipe, cfg, payload, out = self._resolve_plan()
         torch.set_num_threads(cfg.threads)
@@ -599,7 +599,7 @@ class Trainer:
 
     def _train_epoch(self, plan_epochs: int, stop: _StopRequest) -> tuple[bool, float, int]:
         """Train from the current position to the end of the epoch (or max_steps); returns (complete, seconds, images)."""
-        from .datasets import loader, train_batches
+        from rdkit_ae.data.datasets import loader, train_batches
 
         info, pos = self.info, self.pos
         epoch = pos.epoch
@@ -686,7 +686,7 @@ class Trainer:
         """Loss terms, PSNR/SSIM of 8-bit reconstructions and likelihood bpp on the validation patches."""
         from pytorch_msssim import ssim
 
-        from .datasets import loader, val_batches
+        from rdkit_ae.data.datasets import loader, val_batches
 
         dist.sync_buffers(self.model)  # every rank evaluates rank 0's model
         model = self.model
@@ -785,7 +785,7 @@ class Trainer:
     def _write_figures(self, final: bool, model: nn.Module | None = None) -> None:
         if not self.info.is_main:
             return
-        from .runlog import plot_loss_curves
+        from rdkit_ae.training.runlog import plot_loss_curves
 
         metrics = self.log.read()
         if metrics:
@@ -795,8 +795,8 @@ class Trainer:
 
     @torch.no_grad()
     def _comparison(self, model: nn.Module) -> None:
-        from .data import to_uint8
-        from .runlog import plot_comparison
+        from rdkit_ae.data.sources import to_uint8
+        from rdkit_ae.training.runlog import plot_comparison
 
         n = min(COMPARISON_IMAGES, len(self.val_set))
         x = self.val_set.__getitems__(list(range(n)))
@@ -818,7 +818,7 @@ class Trainer:
             return result
         for name in (LAST, BEST):
             finalize_checkpoint(self.out / name)
-        from .checkpoint import load_model
+        from rdkit_ae.checkpoint import load_model
 
         best_model, _, _ = load_model(self.out / BEST, map_location="cpu")
         if self.do_eval:
@@ -830,7 +830,7 @@ class Trainer:
         return result
 
     def _final_eval(self, model: nn.Module) -> dict[str, Any]:
-        from .evaluate import evaluate
+        from rdkit_ae.evaluation.evaluator import evaluate
 
         self.say(f"evaluating {BEST} on the {len(self.val_images)} validation images with real bitstreams ...")
         res = evaluate(model, self.val_images, batch_size=64, device=str(self.device), name=self.recipe.name,
@@ -840,13 +840,13 @@ class Trainer:
         data["checkpoint"] = BEST
         data["data"] = {"spec": self.cfg.data, "split": "val", "images": len(self.val_images),
                         "val_fraction": self.cfg.val_fraction, "seed": int(self.recipe.train["seed"])}
-        from .runlog import write_json
+        from rdkit_ae.training.runlog import write_json
 
         write_json(self.out / "eval.json", data)
         return data
 
     def _write_run_json(self, result: TrainResult, digests: list[str]) -> None:
-        from .runlog import write_json
+        from rdkit_ae.training.runlog import write_json
 
         write_json(self.out / "run.json", {
             "recipe": self.recipe.name, "recipe_digest": self.recipe.digest(), **self.cfg.to_dict(),
@@ -948,7 +948,7 @@ def finalize_checkpoint(path: Path) -> None:
     Tables built on the CPU are the same on every machine, so a file coded on
     one decodes on another.
     """
-    from .model import build_model
+    from rdkit_ae.model import build_model
 
     payload = load_checkpoint(path, map_location="cpu")
     recipe = Recipe.from_toml(payload["recipe"], payload.get("recipe_name", "recipe"), f"{path}:recipe")
