@@ -1,6 +1,6 @@
 """Time `rdkit --help` (target: under 1.5 s): commands import torch/CompressAI lazily.
 
-    python benchmarks/cli_startup.py [--runs 7]
+python benchmarks/cli_startup.py [--runs 7]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def main() -> None:
         subprocess.run(cmd, check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    print(f"`{' '.join(cmd)}`: median {med:.3f} s over {args.runs} runs (min {min(times):.3f}, max {max(times):.3f}); target < 1.5 s: {'OK' if med < 1.5 else 'MISSED'}")
+    print(
+        f"`{' '.join(cmd)}`: median {med:.3f} s over {args.runs} runs (min {min(times):.3f}, max {max(times):.3f}); target < 1.5 s: {'OK' if med < 1.5 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

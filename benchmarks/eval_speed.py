@@ -92,12 +92,14 @@ def main() -> None:
     from rdkit_ae.data.sources import ImageSet, load_images, to_tensor
 
     source = load_images(args.data, "all")
-    images = source.subset(np.arange(len(source))[-args.images:])
+    images = source.subset(np.arange(len(source))[-args.images :])
     if images.array is None:
         raise SystemExit("--data must be an array source (.npz) so every batch has one size")
     model = load_model(args.checkpoint)
     # The baseline gets the same contiguous float batches the evaluator builds.
-    batches = [to_tensor(images.array[i:i + args.batch_size]).contiguous() for i in range(0, len(images), args.batch_size)]
+    batches = [
+        to_tensor(images.array[i : i + args.batch_size]).contiguous() for i in range(0, len(images), args.batch_size)
+    ]
     n = len(images)
 
     baseline_pass(model, batches[:1])  # warm-up (allocator, first-call overheads)
@@ -112,13 +114,19 @@ def main() -> None:
 
     base = n / statistics.median(base_s)
     ours = n / statistics.median(ours_s)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"model: {args.checkpoint or 'factorized (untrained zoo recipe)'}; {n} images of {images.array.shape[1]}x"
-          f"{images.array.shape[2]} in batches of {args.batch_size}; {args.repeats} repeats (medians)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"model: {args.checkpoint or 'factorized (untrained zoo recipe)'}; {n} images of {images.array.shape[1]}x"
+        f"{images.array.shape[2]} in batches of {args.batch_size}; {args.repeats} repeats (medians)"
+    )
     print(f"CompressAI FactorizedPrior loop (g_a, EB compress/decompress, g_s): {base:8.1f} images/s")
     print(f"rdkit evaluate: compress + decompress                             : {ours:8.1f} images/s")
-    print(f"rdkit evaluate: whole call (metrics, no check)                    : {n / statistics.median(wall_s):8.1f} images/s")
+    print(
+        f"rdkit evaluate: whole call (metrics, no check)                    : {n / statistics.median(wall_s):8.1f} images/s"
+    )
     print(f"rdkit evaluate: whole call with the bit-exact check (one run)     : {n / checked_wall:8.1f} images/s")
     print(f"ratio ours / CompressAI (compress + decompress): {ours / base:.3f}x (target >= 0.9)")
 

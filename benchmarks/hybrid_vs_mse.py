@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override applied to both recipes")
-    ap.add_argument("--runs", type=Path, default=None, help="folder for the two run folders [default: runs/hybrid-vs-mse-<time>]")
+    ap.add_argument(
+        "--runs", type=Path, default=None, help="folder for the two run folders [default: runs/hybrid-vs-mse-<time>]"
+    )
     ap.add_argument("--markdown", type=Path, default=REPO / "benchmarks" / "results" / "hybrid_vs_mse.md")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -62,16 +64,41 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in RECIPES:
         t0 = time.perf_counter()
-        res = train(name, args.data, runs / name, overrides=args.overrides, epochs=args.epochs, max_steps=args.max_steps,
-                    limit_train=args.limit_train, limit_val=args.limit_val, time_budget=args.time_budget,
-                    val_fraction=args.val_fraction, seed=args.seed, threads=args.threads, quiet=args.quiet)
+        res = train(
+            name,
+            args.data,
+            runs / name,
+            overrides=args.overrides,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            limit_train=args.limit_train,
+            limit_val=args.limit_val,
+            time_budget=args.time_budget,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            threads=args.threads,
+            quiet=args.quiet,
+        )
         wall = time.perf_counter() - t0
         s = res.eval["summary"]
         last = res.metrics[-1]
-        rows.append({"recipe": name, "epochs": res.epochs, "steps": res.steps, "stopped": res.stopped, "minutes": wall / 60,
-                     "images_per_s": last.get("images_per_s"), "psnr": s.get("psnr"), "ssim": s.get("ssim"),
-                     "bpp": s.get("bpp"), "cr": s.get("cr"), "est_bpp": last.get("val_bpp"),
-                     "n": s.get("n_images"), "run": runs / name})
+        rows.append(
+            {
+                "recipe": name,
+                "epochs": res.epochs,
+                "steps": res.steps,
+                "stopped": res.stopped,
+                "minutes": wall / 60,
+                "images_per_s": last.get("images_per_s"),
+                "psnr": s.get("psnr"),
+                "ssim": s.get("ssim"),
+                "bpp": s.get("bpp"),
+                "cr": s.get("cr"),
+                "est_bpp": last.get("val_bpp"),
+                "n": s.get("n_images"),
+                "run": runs / name,
+            }
+        )
 
     budget = f"{args.epochs} planned epochs" + (f", at most {args.time_budget:g} min each" if args.time_budget else "")
     if args.max_steps:
@@ -85,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Measured {dt.date.today().isoformat()} on {machine}. Data: `{args.data}` "
         f"(validation: {args.val_fraction:g} of it, chosen by seed {args.seed}"
-        + (f", first {args.limit_val}" if args.limit_val else "") + f"; training: the rest"
-        + (f", first {args.limit_train}" if args.limit_train else "") + f"). Budget: {budget}."
+        + (f", first {args.limit_val}" if args.limit_val else "")
+        + "; training: the rest"
+        + (f", first {args.limit_train}" if args.limit_train else "")
+        + f"). Budget: {budget}."
         + (f" Overrides for both: {' '.join(args.overrides)}." if args.overrides else ""),
         f"VGG weights: {os.environ.get('RDKIT_VGG_WEIGHTS', 'torchvision')} ({os.environ.get('RDKIT_VGG_PREPROCESSING', 'torchvision')} preprocessing).",
         "Quality and rate from real bitstreams of each run's best.pt on the validation images.",
@@ -95,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['epochs']} | {r['steps']} | {r['minutes']:.1f} | {_fmt(r['images_per_s'], ',.0f')} "
-                     f"| {_fmt(r['psnr'], '.2f')} | {_fmt(r['ssim'], '.4f')} | {_fmt(r['bpp'], '.3f')} | {_fmt(r['cr'], '.1f')} "
-                     f"| {_fmt(r['est_bpp'], '.3f')} |")
-    lines += ["", "Command: `python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]) + "`",
-              f"Run folders: {', '.join(str(r['run']) for r in rows)}", ""]
+        lines.append(
+            f"| {r['recipe']} | {r['epochs']} | {r['steps']} | {r['minutes']:.1f} | {_fmt(r['images_per_s'], ',.0f')} "
+            f"| {_fmt(r['psnr'], '.2f')} | {_fmt(r['ssim'], '.4f')} | {_fmt(r['bpp'], '.3f')} | {_fmt(r['cr'], '.1f')} "
+            f"| {_fmt(r['est_bpp'], '.3f')} |"
+        )
+    lines += [
+        "",
+        "Command: `python "
+        + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])
+        + "`",
+        f"Run folders: {', '.join(str(r['run']) for r in rows)}",
+        "",
+    ]
     text = "\n".join(lines)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(text)

@@ -63,8 +63,8 @@ def make_batches(n_batches: int, batch: int, seed: int) -> tuple[list[torch.Tens
 
     Returns the batches and the median milliseconds it took to assemble one.
     """
-    from rdkit_ae.data.sources import ImageSet
     from rdkit_ae.data.datasets import ImageDataset, train_batches
+    from rdkit_ae.data.sources import ImageSet
 
     if DEV_NPZ.is_file():
         with np.load(DEV_NPZ) as f:
@@ -239,15 +239,21 @@ def bench_recipe(name: str, batches: list[torch.Tensor], steps: int, rounds: int
             # so load from other processes hits all of them alike.
             x = batches[(r * steps + i) % len(batches)]
             k = r * steps + i
-            for key in keys[k % len(keys):] + keys[: k % len(keys)]:
+            for key in keys[k % len(keys) :] + keys[: k % len(keys)]:
                 t = time.perf_counter()
                 impls[key](x)
                 times[key].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
-    return {"recipe": name, "median_s": med, "min_s": low, "ratio": med["toolkit"] / med["plain"],
-            "ratio_of_minimums": low["toolkit"] / low["plain"],
-            "images_per_s": {k: batches[0].size(0) / v for k, v in med.items()}, "steps": {k: len(v) for k, v in times.items()}}
+    return {
+        "recipe": name,
+        "median_s": med,
+        "min_s": low,
+        "ratio": med["toolkit"] / med["plain"],
+        "ratio_of_minimums": low["toolkit"] / low["plain"],
+        "images_per_s": {k: batches[0].size(0) / v for k, v in med.items()},
+        "steps": {k: len(v) for k, v in times.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         for key, sec in res["median_s"].items():
             print(f"  {name:12s} {key:28s} {sec * 1e3:9.2f} ms/step  {res['images_per_s'][key]:9.1f} img/s")
         verdict = "ok" if res["ratio"] <= args.limit else "OVER"
-        print(f"  {name:12s} toolkit / plain = {res['ratio']:.3f} ({verdict}, limit {args.limit}); "
-              f"ratio of fastest steps {res['ratio_of_minimums']:.3f} (a large gap between the two means a noisy machine)")
+        print(
+            f"  {name:12s} toolkit / plain = {res['ratio']:.3f} ({verdict}, limit {args.limit}); "
+            f"ratio of fastest steps {res['ratio_of_minimums']:.3f} (a large gap between the two means a noisy machine)"
+        )
     rows = ["| recipe | implementation | ms/step | images/s | toolkit / plain |", "|---|---|---|---|---|"]
     for res in results:
         for key, sec in res["median_s"].items():
@@ -292,10 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(rows)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"Machine: {machine}; batch {args.batch}, medians of {args.rounds} x {args.steps} steps.\n\n{table}\n")
+        args.markdown.write_text(
+            f"Machine: {machine}; batch {args.batch}, medians of {args.rounds} x {args.steps} steps.\n\n{table}\n"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine, "batch": args.batch, "data_ms": data_ms, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"machine": machine, "batch": args.batch, "data_ms": data_ms, "results": results}, indent=2)
+        )
     return 0 if all(r["ratio"] <= args.limit for r in results) else 1
 
 

@@ -12,8 +12,6 @@ from typing import Sequence
 import torch.nn as nn
 from torch import Tensor
 
-from rdkit_ae.registry import register
-
 from rdkit_ae.plugins.encoders import (
     ACTIVATIONS,
     NORMS,
@@ -23,6 +21,7 @@ from rdkit_ae.plugins.encoders import (
     make_activation,
     make_norm,
 )
+from rdkit_ae.registry import register
 
 UPSAMPLES = ("transpose", "nearest", "bilinear")
 OUTPUTS = ("sigmoid", "clamp", "none")

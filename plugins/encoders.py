@@ -26,9 +26,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu")
 def check_choice(plugin: str, param: str, value: object, allowed: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``allowed``, else raise a one-line PluginError."""
     if not isinstance(value, str) or value not in allowed:
-        raise PluginError(
-            f"{plugin}: {param} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}"
-        )
+        raise PluginError(f"{plugin}: {param} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
     return value
 
 
@@ -49,8 +47,7 @@ def check_channels(plugin: str, channels: object) -> tuple[int, ...]:
     """A non-empty sequence of positive ints (a TOML list or a tuple)."""
     if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or len(channels) == 0:
         raise PluginError(
-            f"{plugin}: channels must be a non-empty list of positive integers, e.g. [32, 64, 128]; "
-            f"got {channels!r}"
+            f"{plugin}: channels must be a non-empty list of positive integers, e.g. [32, 64, 128]; got {channels!r}"
         )
     return tuple(check_int(plugin, "channels", c) for c in channels)
 
@@ -174,4 +171,3 @@ class GDNEncoder(nn.Module):
 
 
 __all__ = ["ConvEncoder", "GDNEncoder", "NORMS", "ACTIVATIONS", "check_choice", "check_int"]
-

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdkit_ae.errors import PluginError, RdkitError
-from rdkit_ae.registry import register
-
 from rdkit_ae.plugins import vgg
 from rdkit_ae.plugins.encoders import check_choice, check_int
+from rdkit_ae.registry import register
 
 
 class ImageSizeError(RdkitError, ValueError):
@@ -59,9 +58,7 @@ class RateLoss(nn.Module):
         likelihoods = out.get("likelihoods") if isinstance(out, Mapping) else None
         tensors = list(_iter_tensors(likelihoods))
         if not tensors:
-            raise RdkitError(
-                "loss 'rate': the model output has no likelihoods; use a quantizer that provides them"
-            )
+            raise RdkitError("loss 'rate': the model output has no likelihoods; use a quantizer that provides them")
         total = sum(torch.log(t).sum() for t in tensors)
         return total / (-math.log(2) * B * H * W)
 
@@ -217,9 +214,7 @@ class VGGPerceptualLoss(nn.Module):
             values = [layer_weights.get(n, 1.0) for n in layers]
         elif isinstance(layer_weights, Sequence) and not isinstance(layer_weights, str):
             if len(layer_weights) != len(layers):
-                raise PluginError(
-                    f"{name}: layer_weights has {len(layer_weights)} values for {len(layers)} layers"
-                )
+                raise PluginError(f"{name}: layer_weights has {len(layer_weights)} values for {len(layers)} layers")
             values = list(layer_weights)
         else:
             raise PluginError(f"{name}: layer_weights must be a list or a table by layer; got {layer_weights!r}")

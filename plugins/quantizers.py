@@ -38,9 +38,8 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor
 
 from rdkit_ae.errors import FormatError
-from rdkit_ae.registry import register
-
 from rdkit_ae.plugins.encoders import check_choice, check_int
+from rdkit_ae.registry import register
 
 BOUNDS = ("sigmoid", "clamp")
 
@@ -163,7 +162,7 @@ class UniformQuantizer(LatentCodec):
         B, n = len(images), self.channels * h * w
         raw = np.frombuffer(b"".join(bytes(s) for s in images), dtype=np.uint8).reshape(B, nbytes)
         bitplanes = np.unpackbits(raw, axis=1)[:, : n * self.bits].reshape(B, n, self.bits)
-        weights = (1 << np.arange(self.bits - 1, -1, -1, dtype=np.int64))
+        weights = 1 << np.arange(self.bits - 1, -1, -1, dtype=np.int64)
         sym = (bitplanes.astype(np.int64) * weights).sum(axis=2)
         symbols = torch.from_numpy(sym).reshape(B, self.channels, h, w)
         device = self._device_anchor.device
@@ -287,9 +286,7 @@ class HyperpriorQuantizer(HyperpriorLatentCodec):
         h_a, h_s = _hyper_transforms(channels, N, hyper_stages)
         super().__init__(
             latent_codec={
-                "y": GaussianConditionalLatentCodec(
-                    gaussian_conditional=GaussianConditional(None), chunks=("scales",)
-                ),
+                "y": GaussianConditionalLatentCodec(gaussian_conditional=GaussianConditional(None), chunks=("scales",)),
                 "hyper": HyperLatentCodec(EntropyBottleneck(N), h_a, h_s),
             }
         )
@@ -313,7 +310,9 @@ class HyperpriorQuantizer(HyperpriorLatentCodec):
     def decompress(self, strings, shape, **kwargs) -> dict[str, Any]:
         strings = _check_streams("quantizer 'hyperprior'", strings, 2)
         if not isinstance(shape, dict) or set(shape) != {"y", "hyper"}:
-            raise BitstreamError(f"quantizer 'hyperprior': shape must be {{'y': (h, w), 'hyper': (h, w)}}; got {shape!r}")
+            raise BitstreamError(
+                f"quantizer 'hyperprior': shape must be {{'y': (h, w), 'hyper': (h, w)}}; got {shape!r}"
+            )
         shape = {k: tuple(int(s) for s in v) for k, v in shape.items()}
         return super().decompress(strings, shape)
 

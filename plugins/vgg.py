@@ -68,9 +68,7 @@ class VGGWeightsError(RdkitError):
 # -- names and conventions ----------------------------------------------------
 def layer_index(name: str) -> int:
     if not isinstance(name, str) or name not in LAYERS:
-        raise PluginError(
-            f"loss 'vgg-perceptual': unknown VGG-16 layer {name!r}; known layers: {', '.join(LAYERS)}"
-        )
+        raise PluginError(f"loss 'vgg-perceptual': unknown VGG-16 layer {name!r}; known layers: {', '.join(LAYERS)}")
     return LAYERS[name]
 
 
@@ -84,9 +82,7 @@ def resolve_preprocessing(preprocessing: str | None = None) -> str:
     if value is None:
         return "torchvision"
     if not isinstance(value, str) or value.strip().lower() not in PREPROCESSINGS:
-        raise PluginError(
-            f"loss 'vgg-perceptual': {source} must be 'torchvision' or 'caffe'; got {value!r}"
-        )
+        raise PluginError(f"loss 'vgg-perceptual': {source} must be 'torchvision' or 'caffe'; got {value!r}")
     return value.strip().lower()
 
 
@@ -163,14 +159,11 @@ def _features_state(state: Mapping, where: str) -> dict[str, Tensor]:
         if m is None:
             continue  # classifier.* and anything else is not needed
         if not isinstance(value, Tensor):
-            raise VGGWeightsError(
-                f"VGG weights file {where}: {key} is a {type(value).__name__}, not a tensor"
-            )
+            raise VGGWeightsError(f"VGG weights file {where}: {key} is a {type(value).__name__}, not a tensor")
         out[f"{m.group(1)}.{m.group(2)}"] = value
     if not out:
         raise VGGWeightsError(
-            f"VGG weights file {where} holds no VGG-16 feature weights "
-            "(expected keys like 'features.0.weight')"
+            f"VGG weights file {where} holds no VGG-16 feature weights (expected keys like 'features.0.weight')"
         )
     return out
 
@@ -183,9 +176,7 @@ def _load_file(path: str) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, truncated files, directories ...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise VGGWeightsError(
-            f"cannot read VGG weights file '{path}': {type(exc).__name__}: {msg}"[:400]
-        ) from None
+        raise VGGWeightsError(f"cannot read VGG weights file '{path}': {type(exc).__name__}: {msg}"[:400]) from None
     return _features_state(state, where)
 
 

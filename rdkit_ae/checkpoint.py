@@ -7,10 +7,7 @@ nothing in it can run code.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,42 +15,23 @@ from typing import Any
 import torch
 
 from rdkit_ae.errors import CheckpointError, RdkitError
+from rdkit_ae.files import atomic_write_bytes
 from rdkit_ae.recipe import Recipe
 
 FORMAT = "rdkit-ae-checkpoint"
 VERSION = 1
 
 
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it over ``path``.
-
-    A crash mid-write leaves the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(path: str | Path, model: torch.nn.Module, recipe: Recipe, **extra: Any) -> None:
     """Write weights, the resolved recipe and any ``extra`` state atomically."""
-    payload = {"format": FORMAT, "version": VERSION, "recipe": recipe.to_toml(), "recipe_name": recipe.name, "model": model.state_dict(), **extra}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "recipe": recipe.to_toml(),
+        "recipe_name": recipe.name,
+        "model": model.state_dict(),
+        **extra,
+    }
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
@@ -71,7 +49,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         # torch's first line is generic advice; the line naming the refused global says what was found.
-        detail = next((ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), lines[0] if lines else "unsupported content")
+        detail = next(
+            (ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), lines[0] if lines else "unsupported content"
+        )
         raise CheckpointError(
             f"{p}: refused: the checkpoint holds pickled code or objects that safe loading does not allow ({detail[:200]})"
         ) from None
@@ -81,7 +61,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not an rdkit-ae checkpoint (no '{FORMAT}' marker)")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})")
+        raise CheckpointError(
+            f"{p}: checkpoint version {payload.get('version')!r} is not supported (expected {VERSION})"
+        )
     if not isinstance(payload.get("recipe"), str) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(f"{p}: checkpoint lacks its recipe or weights")
     return payload

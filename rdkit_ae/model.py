@@ -65,7 +65,9 @@ class RDModel(CompressionModel):
         return {"strings": out["strings"], "shape": out["shape"], "size": (int(h), int(w))}
 
     @torch.no_grad()
-    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Any, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+    def decompress(
+        self, strings: Sequence[Sequence[bytes]], shape: Any, size: tuple[int, int] | None = None
+    ) -> dict[str, Tensor]:
         y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
         x_hat = self.g_s(y_hat)
         if size is not None:

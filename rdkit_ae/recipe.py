@@ -11,11 +11,12 @@ import copy
 import difflib
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import tomllib
 
 from rdkit_ae.errors import PluginError, RecipeError
 
@@ -244,10 +245,17 @@ def load_recipe(
 
 # -- validation -------------------------------------------------------------
 def _type_name(types: tuple[type, ...]) -> str:
-    return " or ".join({"str": "string", "int": "integer", "float": "number", "dict": "table", "list": "array", "bool": "boolean"}[t.__name__] for t in types)
+    return " or ".join(
+        {"str": "string", "int": "integer", "float": "number", "dict": "table", "list": "array", "bool": "boolean"}[
+            t.__name__
+        ]
+        for t in types
+    )
 
 
-def _check_table(table: Any, schema: dict[str, tuple[tuple[type, ...], Any]], where: str, source: str) -> dict[str, Any]:
+def _check_table(
+    table: Any, schema: dict[str, tuple[tuple[type, ...], Any]], where: str, source: str
+) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise RecipeError(f"{source}: [{where}] must be a table")
     out: dict[str, Any] = {}
@@ -275,7 +283,7 @@ def _check_choice(value: str, allowed: tuple[str, ...], what: str, source: str) 
 
 def validate(raw: dict[str, Any], source: str = "<recipe>") -> dict[str, Any]:
     """Check a merged recipe and return it with defaults filled in."""
-    from rdkit_ae.registry import get_plugin, check_params
+    from rdkit_ae.registry import check_params, get_plugin
 
     for key in raw:
         if key not in TOP_LEVEL_KEYS:

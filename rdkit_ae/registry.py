@@ -76,8 +76,7 @@ class Registry:
             table = self._plugins.setdefault(kind, {})
             if key in table and not replace and table[key].factory is not obj:
                 raise PluginError(
-                    f"{kind} '{key}' is already registered (from {table[key].origin}); "
-                    "pass replace=True to override it"
+                    f"{kind} '{key}' is already registered (from {table[key].origin}); pass replace=True to override it"
                 )
             origin = self._origin
             if origin == "user":
@@ -103,9 +102,7 @@ class Registry:
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             failed = [f.name for f in self.failures]
             broken = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
-            raise PluginError(
-                f"unknown {kind} '{name}'; available: {', '.join(available) or 'none'}{hint}{broken}"
-            )
+            raise PluginError(f"unknown {kind} '{name}'; available: {', '.join(available) or 'none'}{hint}{broken}")
         return table[name]
 
     def create(self, kind: str, name: str, /, **params: Any) -> Any:
@@ -119,11 +116,7 @@ class Registry:
         if kind is not None:
             self._check_kind(kind)
         kinds = [kind] if kind else self.kinds
-        return [
-            info
-            for k in kinds
-            for _, info in sorted(self._plugins.get(k, {}).items())
-        ]
+        return [info for k in kinds for _, info in sorted(self._plugins.get(k, {}).items())]
 
     def _check_kind(self, kind: str) -> None:
         if kind not in self.kinds:
@@ -157,9 +150,7 @@ class Registry:
                     if callable(target) and not inspect.isclass(target):
                         target()
             except Exception as exc:  # a broken plugin must not break the rest
-                self.failures.append(
-                    PluginFailure(ep.name, origin, f"{type(exc).__name__}: {exc}")
-                )
+                self.failures.append(PluginFailure(ep.name, origin, f"{type(exc).__name__}: {exc}"))
 
 
 def check_params(info: PluginInfo, params: dict[str, Any]) -> None:
@@ -176,11 +167,11 @@ def check_params(info: PluginInfo, params: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise PluginError(
-                f"{info.kind} '{info.name}' has no parameter '{key}'{hint}; "
-                f"allowed: {', '.join(allowed) or 'none'}"
+                f"{info.kind} '{info.name}' has no parameter '{key}'{hint}; allowed: {', '.join(allowed) or 'none'}"
             )
     missing = [
-        n for n, p in sig.parameters.items()
+        n
+        for n, p in sig.parameters.items()
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in params
     ]
     if missing:

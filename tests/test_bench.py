@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from synthetic import smooth_images
 from typer.testing import CliRunner
 
 from rdkit_ae.bench.sweep import SpecError, load_spec, run_sweep
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.model import build_model, build_objective
-from synthetic import smooth_images
 
 TINY_CONV = '["encoder.channels=[8, 8, 8]", "encoder.latent_channels=4"]'
 
@@ -83,13 +83,19 @@ class StandInTrainer:
 
 
 def test_spec_grid_points_paths_and_budget(tmp_path, data):
-    spec = load_spec(write_spec(tmp_path, SPEC.format(tiny=TINY_CONV) + """
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            SPEC.format(tiny=TINY_CONV)
+            + """
 [[model]]
 recipe = "factorized"
 name = "fact"
 budget = { time_budget = 0.5 }
 points = [{ "loss.rate.weight" = 0.01, "encoder.N" = 8 }, { "loss.rate.weight" = 0.1, "encoder.N" = 8 }]
-"""))
+""",
+        )
+    )
     assert [m.name for m in spec.models] == ["conv-mse", "fact"]
     conv, fact = spec.models
     assert [p.label for p in conv.points] == ["quantizer.bits=2", "quantizer.bits=4", "quantizer.bits=8"]
@@ -102,17 +108,34 @@ points = [{ "loss.rate.weight" = 0.01, "encoder.N" = 8 }, { "loss.rate.weight" =
     assert spec.curve_names() == ["conv-mse", "fact", "WebP", "JPEG"]
 
 
-@pytest.mark.parametrize("body,message", [
-    ('name = "x"\n[data]\neval = "data/d.npz"\n[classical]\njpeg = [50]\n', "anchor 'WebP' is not one of the curves: JPEG"),
-    ('bogus = 1\n[data]\neval = "data/d.npz"\n', "unknown top-level key(s) bogus"),
-    ('[data]\neval = "data/d.npz"\n[classical]\nbpg = [1]\n', "unknown codec 'bpg'"),
-    ('[data]\neval = "data/d.npz"\n[[model]]\nrecipe = "conv-mse"\n[classical]\nwebp = [5]\n', "train = <training images> is required"),
-    ('[data]\neval = "data/d.npz"\ntrain = "data/d.npz"\n[[model]]\nrecipe = "conv-mse"\ngrid = { "quantizer.bits" = [99] }\n'
-     '[classical]\nwebp = [5]\n', "conv-mse"),
-    ('[data]\neval = "data/d.npz"\n[budget]\nepochs = -1\n[classical]\nwebp = [5]\n', "[budget].epochs must be a positive number"),
-    ('[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\njpeg = [5]\n[[external]]\npath = "ext.json"\nname = "JPEG"\n',
-     "curve names must be unique; repeated: JPEG"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (
+            'name = "x"\n[data]\neval = "data/d.npz"\n[classical]\njpeg = [50]\n',
+            "anchor 'WebP' is not one of the curves: JPEG",
+        ),
+        ('bogus = 1\n[data]\neval = "data/d.npz"\n', "unknown top-level key(s) bogus"),
+        ('[data]\neval = "data/d.npz"\n[classical]\nbpg = [1]\n', "unknown codec 'bpg'"),
+        (
+            '[data]\neval = "data/d.npz"\n[[model]]\nrecipe = "conv-mse"\n[classical]\nwebp = [5]\n',
+            "train = <training images> is required",
+        ),
+        (
+            '[data]\neval = "data/d.npz"\ntrain = "data/d.npz"\n[[model]]\nrecipe = "conv-mse"\ngrid = { "quantizer.bits" = [99] }\n'
+            "[classical]\nwebp = [5]\n",
+            "conv-mse",
+        ),
+        (
+            '[data]\neval = "data/d.npz"\n[budget]\nepochs = -1\n[classical]\nwebp = [5]\n',
+            "[budget].epochs must be a positive number",
+        ),
+        (
+            '[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\njpeg = [5]\n[[external]]\npath = "ext.json"\nname = "JPEG"\n',
+            "curve names must be unique; repeated: JPEG",
+        ),
+    ],
+)
 def test_spec_errors_are_one_line(tmp_path, data, body, message):
     (tmp_path / "ext.json").write_text(json.dumps({"name": "e", "results": {"bpp": [1.0], "psnr-rgb": [30.0]}}))
     with pytest.raises(SpecError) as info:
@@ -124,8 +147,19 @@ def test_sweep_outputs(tmp_path, data):
     from compressai.utils.plot.__main__ import parse_json_file
 
     ext = tmp_path / "paper.json"  # an extra curve in CompressAI's own format
-    ext.write_text(json.dumps({"name": "paper", "description": "d", "results": {"bpp": [0.5, 1.0, 2.0, 4.0],
-                               "psnr-rgb": [24.0, 27.0, 30.0, 34.0], "ms-ssim-rgb": [0.9, 0.93, 0.96, 0.98]}}))
+    ext.write_text(
+        json.dumps(
+            {
+                "name": "paper",
+                "description": "d",
+                "results": {
+                    "bpp": [0.5, 1.0, 2.0, 4.0],
+                    "psnr-rgb": [24.0, 27.0, 30.0, 34.0],
+                    "ms-ssim-rgb": [0.9, 0.93, 0.96, 0.98],
+                },
+            }
+        )
+    )
     spec = write_spec(tmp_path, SPEC.format(tiny=TINY_CONV) + '[[external]]\npath = "paper.json"\n')
     trainer = StandInTrainer()
     res = run_sweep(spec, tmp_path / "out", train_fn=trainer)
@@ -215,13 +249,21 @@ def test_overlapping_train_and_eval_images_are_flagged(tmp_path, data):
 def test_cli_bench_classical_only(tmp_path, data):
     from rdkit_ae.cli import app
 
-    spec = write_spec(tmp_path, '[data]\neval = { path = "data/d.npz", stop = 8 }\n[classical]\nwebp = [10, 40, 70, 90]\n'
-                                'jpeg = [30, 60, 90]\n')
+    spec = write_spec(
+        tmp_path,
+        '[data]\neval = { path = "data/d.npz", stop = 8 }\n[classical]\nwebp = [10, 40, 70, 90]\njpeg = [30, 60, 90]\n',
+    )
     runner = CliRunner()
     result = runner.invoke(app, ["bench", str(spec), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert "BD vs WebP" in result.output and "anchor" in result.output
-    assert {p.name for p in (tmp_path / "o").iterdir()} >= {"results.json", "results.csv", "rd.png", "bd_rate.md", "bd_rate.json"}
+    assert {p.name for p in (tmp_path / "o").iterdir()} >= {
+        "results.json",
+        "results.csv",
+        "rd.png",
+        "bd_rate.md",
+        "bd_rate.json",
+    }
     again = runner.invoke(app, ["bench", str(spec), "--out", str(tmp_path / "o")])
     assert again.exit_code == 0
 

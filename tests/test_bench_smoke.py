@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import smooth_images
 from typer.testing import CliRunner
 
-from rdkit_ae.bench.sweep import run_sweep
-from synthetic import smooth_images
-
 import rdkit_ae.training.trainer as train_mod  # noqa: E402
+from rdkit_ae.bench.sweep import run_sweep
 
 SPEC = """
 name = "tiny"

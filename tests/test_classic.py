@@ -5,11 +5,11 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
-from rdkit_ae.evaluation import classic
-from rdkit_ae.data.sources import ImageSet
-from rdkit_ae.evaluation.metrics import psnr
 from synthetic import smooth_images
+
+from rdkit_ae.data.sources import ImageSet
+from rdkit_ae.evaluation import classic
+from rdkit_ae.evaluation.metrics import psnr
 
 MAGIC = {"jpeg": (0, b"\xff\xd8\xff"), "webp": (8, b"WEBP"), "avif": (4, b"ftyp")}
 CODECS = [c for c in classic.CODECS if classic.available(c)]
@@ -24,7 +24,7 @@ def test_encode_makes_a_real_decodable_file(codec, tmp_path):
     img = smooth_images(1)[0]
     data = classic.encode(img, codec, 50)
     offset, magic = MAGIC[codec]
-    assert data[offset:offset + len(magic)] == magic
+    assert data[offset : offset + len(magic)] == magic
     path = tmp_path / f"x.{codec}"
     path.write_bytes(data)
     with Image.open(path) as f:  # an ordinary file any viewer would open

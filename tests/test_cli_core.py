@@ -64,8 +64,15 @@ def test_console_script_is_fast_and_errors_have_no_traceback(tmp_path):
     elapsed = time.perf_counter() - t0
     assert res.returncode == 0 and "plugins" in res.stdout
     assert "torch" not in subprocess.run(
-        [sys.executable, "-c", "import sys, rdkit_ae.cli; print(sorted(m for m in sys.modules if m in ('torch', 'compressai')))"],
-        capture_output=True, text=True, timeout=60).stdout.strip("[]\n")
+        [
+            sys.executable,
+            "-c",
+            "import sys, rdkit_ae.cli; print(sorted(m for m in sys.modules if m in ('torch', 'compressai')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip("[]\n")
     assert elapsed < 10  # generous for loaded CI machines; the benchmark is below 1.5 s
     res = subprocess.run(exe + ["info", str(tmp_path / "missing.toml")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_codec_support import ZOO, make_checkpoint, reference, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
 
-from rdkit_ae.codec import container
 from rdkit_ae.checkpoint import load_model
+from rdkit_ae.codec import container
 from rdkit_ae.codec.coder import (
     Codec,
     ModelMismatchError,
@@ -23,10 +24,18 @@ from rdkit_ae.codec.coder import (
     model_id,
 )
 from rdkit_ae.errors import CheckpointError, DataError, FormatError, RdkitError
-from test_codec_support import ZOO, make_checkpoint, reference, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
 
-KODAK = next((p for p in (Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim01.png",
-                          Path("/work/shared/data/kodak/kodim01.png")) if p.is_file()), None)
+KODAK = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim01.png",
+            Path("/work/shared/data/kodak/kodim01.png"),
+        )
+        if p.is_file()
+    ),
+    None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +200,9 @@ class _Evil:
 def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"format": "rdkit-ae-checkpoint", "version": 1, "recipe": "", "model": {}, "x": _Evil(str(marker))}, path)
+    torch.save(
+        {"format": "rdkit-ae-checkpoint", "version": 1, "recipe": "", "model": {}, "x": _Evil(str(marker))}, path
+    )
     with pytest.raises(CheckpointError) as info:
         Codec.load(path)
     assert "refused" in str(info.value) and "\n" not in str(info.value)
@@ -205,8 +216,18 @@ def _tamper(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("case", ["last-not-65536", "not-increasing", "length-too-long", "rows-missing",
-                                  "scale-table-negative", "nan-weight", "offset-huge"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "last-not-65536",
+        "not-increasing",
+        "length-too-long",
+        "rows-missing",
+        "scale-table-negative",
+        "nan-weight",
+        "offset-huge",
+    ],
+)
 def test_checkpoint_with_bad_entropy_tables_is_refused(zoo_checkpoints, tmp_path, case):
     src = zoo_checkpoints["hyperprior"]
     eb = "latent_codec.hyper.entropy_bottleneck."

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_codec_support import reference, run_rdkit, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
 from typer.testing import CliRunner
 
-from rdkit_ae.codec import container
 from rdkit_ae.cli import app
+from rdkit_ae.codec import container
 from rdkit_ae.codec.coder import Codec
 from rdkit_ae.data.sources import read_image
-from test_codec_support import reference, run_rdkit, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
 
 runner = CliRunner()
 
@@ -141,7 +141,9 @@ def test_non_rgb_inputs_are_converted_with_a_notice(tmp_path, ck, codec, kind):
 # -- usage errors -----------------------------------------------------------------------------
 def test_output_flag_with_several_inputs(tmp_path, ck):
     a, b = save(tmp_path / "a.png", smooth_image(8, 8)), save(tmp_path / "b.png", smooth_image(8, 8))
-    one_line_error(rdkit("compress", a, b, "-m", ck, "-o", tmp_path / "x.rdk"), "-o/--output takes one input", "--out-dir")
+    one_line_error(
+        rdkit("compress", a, b, "-m", ck, "-o", tmp_path / "x.rdk"), "-o/--output takes one input", "--out-dir"
+    )
     one_line_error(rdkit("compress", a, "-m", ck, "-o", tmp_path / "x.rdk", "--out-dir", tmp_path), "not both")
     assert not (tmp_path / "x.rdk").exists()
 
@@ -175,8 +177,10 @@ def test_bad_checkpoints(tmp_path):
     (tmp_path / "bare.pt").write_bytes(pickle.dumps(_Evil(str(tmp_path / "pwned-too"))))
     one_line_error(rdkit("compress", a, "-m", tmp_path / "bare.pt"), "not a readable checkpoint")
     marker = tmp_path / "pwned"
-    torch.save({"format": "rdkit-ae-checkpoint", "version": 1, "recipe": "", "model": {}, "x": _Evil(str(marker))},
-               tmp_path / "evil.pt")
+    torch.save(
+        {"format": "rdkit-ae-checkpoint", "version": 1, "recipe": "", "model": {}, "x": _Evil(str(marker))},
+        tmp_path / "evil.pt",
+    )
     one_line_error(rdkit("decompress", a, "-m", tmp_path / "evil.pt"), "refused", "GLOBAL posix.mkdir")
     assert not marker.exists() and not (tmp_path / "pwned-too").exists()
 
@@ -205,13 +209,20 @@ BAD = {
     "wrong-magic": (lambda g, c: b"PK" + g[2:], "not an .rdk file"),
     "png-renamed": (lambda g, c: b"\x89PNG\r\n\x1a\n" + g, "not an .rdk file"),
     "version-9": (lambda g, c: _crc(g[:2] + b"\x09" + g[3:-4]), "unsupported .rdk version 9"),
-    "absurd-size": (lambda g, c: _crc(b"RK\x01" + c.id + b"\xff\xff\x03\xff\xff\x03\x01" + b"\0" * 16), "above the limit"),
+    "absurd-size": (
+        lambda g, c: _crc(b"RK\x01" + c.id + b"\xff\xff\x03\xff\xff\x03\x01" + b"\0" * 16),
+        "above the limit",
+    ),
     "huge-length": (lambda g, c: _crc(b"RK\x01" + c.id + b"\x20\x20\x02\xff\xff\xff\xff\x0f" + b"\0" * 16), "declare"),
     "trailing-garbage": (lambda g, c: g + b"\0\0\0\0", "checksum"),
     "bit-flip": (lambda g, c: g[:20] + bytes([g[20] ^ 4]) + g[21:], "checksum"),
     "other-model": (lambda g, c: _crc(g[:3] + b"\0\0\0\0" + g[7:-4]), "made by model 00000000"),
-    "stream-cut-not-words": (lambda g, c: container.pack(c.id, {"strings": [[s[0][:-3]] for s in container.unpack(g).strings],
-                                                               "size": (32, 32)}), "multiple of 4"),
+    "stream-cut-not-words": (
+        lambda g, c: container.pack(
+            c.id, {"strings": [[s[0][:-3]] for s in container.unpack(g).strings], "size": (32, 32)}
+        ),
+        "multiple of 4",
+    ),
 }
 
 
@@ -228,7 +239,9 @@ def test_corrupt_files_give_one_line_and_no_output(tmp_path, ck, codec, good_rdk
 def test_error_midway_keeps_complete_outputs_only(tmp_path, ck, good_rdk):
     (tmp_path / "a.rdk").write_bytes(good_rdk)
     (tmp_path / "b.rdk").write_bytes(good_rdk[:-1])
-    one_line_error(rdkit("decompress", tmp_path / "a.rdk", tmp_path / "b.rdk", "-m", ck, "--out-dir", tmp_path / "out"), "b.rdk")
+    one_line_error(
+        rdkit("decompress", tmp_path / "a.rdk", tmp_path / "b.rdk", "-m", ck, "--out-dir", tmp_path / "out"), "b.rdk"
+    )
     assert files_in(tmp_path / "out") == ["a.png"]
     assert Image.open(tmp_path / "out" / "a.png").size == (32, 32)
 
@@ -259,5 +272,7 @@ def test_subprocess_truncated_file(tmp_path, ck, good_rdk):
 def test_subprocess_non_image_and_missing_checkpoint(tmp_path, ck):
     (tmp_path / "x.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     _assert_clean_failure(run_rdkit("compress", str(tmp_path / "x.jpg"), "-m", str(ck)), "not a readable image")
-    _assert_clean_failure(run_rdkit("decompress", str(tmp_path / "x.rdk"), "-m", str(tmp_path / "none.pt")), "not found")
+    _assert_clean_failure(
+        run_rdkit("decompress", str(tmp_path / "x.rdk"), "-m", str(tmp_path / "none.pt")), "not found"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg"]

@@ -13,9 +13,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_codec_support import make_checkpoint, run_python, smooth_image
 
 from rdkit_ae.codec.coder import Codec
-from test_codec_support import make_checkpoint, run_python, smooth_image
 
 CHILD = r"""
 import hashlib, json, sys
@@ -73,7 +73,9 @@ def setup(tmp_path_factory):
     }
     sizes = {"conv-mse": [(512, 768), (37, 53)], "hyperprior": [(256, 384), (40, 40)], "factorized-fresh": [(96, 128)]}
     images = {}
-    for i, (name, (h, w)) in enumerate([("conv-mse", (512, 768)), ("hyperprior", (192, 256)), ("factorized-fresh", (96, 128))]):
+    for i, (name, (h, w)) in enumerate(
+        [("conv-mse", (512, 768)), ("hyperprior", (192, 256)), ("factorized-fresh", (96, 128))]
+    ):
         p = root / f"img{i}.png"
         Image.fromarray(smooth_image(h, w, seed=10 + i)).save(p)
         images[name] = [p]
@@ -90,8 +92,12 @@ def setup(tmp_path_factory):
             local["png"][f"{name}/{p.stem}"] = _sha(encode_image(codec.decompress(data)))
         for p in images[name]:
             local["rdk"][f"{name}/{p.stem}"] = _sha(codec.compress(read_image(p)[0].copy()))
-    spec = {"dir": str(root), "checkpoints": {k: str(v) for k, v in checkpoints.items()},
-            "images": {k: [str(p) for p in v] for k, v in images.items()}, "rdk": {k: [str(p) for p in v] for k, v in rdk.items()}}
+    spec = {
+        "dir": str(root),
+        "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+        "images": {k: [str(p) for p in v] for k, v in images.items()},
+        "rdk": {k: [str(p) for p in v] for k, v in rdk.items()},
+    }
     return spec, local
 
 
@@ -103,7 +109,7 @@ def children(setup):
         res = run_python(CHILD, str(threads), json.dumps(spec), threads=threads, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
-        results[threads] = json.loads(line[len("RESULT "):])
+        results[threads] = json.loads(line[len("RESULT ") :])
     return results
 
 

@@ -67,16 +67,18 @@ def run_python(code: str, *args: str, threads: int | None = None, timeout: float
     env.setdefault("PYTHONWARNINGS", "ignore")
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
 
 
 def run_rdkit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real ``rdkit`` console entry point in a fresh process."""
     env = dict(os.environ)
     env.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    return subprocess.run([sys.executable, "-m", "rdkit_ae", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "rdkit_ae", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="session")

@@ -24,14 +24,16 @@ def _with_crc(body: bytes) -> bytes:
 def test_layout_byte_by_byte():
     data = pack(MID, _compressed([b"\xaa" * 300, b"\xbb\xcc"], size=(32, 200)))
     expected_head = (
-        b"RK" + bytes([VERSION]) + MID
-        + b"\x20"            # H = 32
-        + b"\xc8\x01"        # W = 200 as LEB128
-        + b"\x02"            # two streams
-        + b"\xac\x02"        # first stream: 300 bytes; the last is implicit
+        b"RK"
+        + bytes([VERSION])
+        + MID
+        + b"\x20"  # H = 32
+        + b"\xc8\x01"  # W = 200 as LEB128
+        + b"\x02"  # two streams
+        + b"\xac\x02"  # first stream: 300 bytes; the last is implicit
     )
     assert data.startswith(expected_head)
-    assert data[len(expected_head):-4] == b"\xaa" * 300 + b"\xbb\xcc"
+    assert data[len(expected_head) : -4] == b"\xaa" * 300 + b"\xbb\xcc"
     assert data[-4:] == zlib.crc32(data[:-4]).to_bytes(4, "big")
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import smooth_images
 from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import save_checkpoint
@@ -13,7 +14,6 @@ from rdkit_ae.data.sources import ImageSet, to_tensor
 from rdkit_ae.evaluation.evaluator import BitExactError, bytes_per_image, evaluate, results_curve
 from rdkit_ae.evaluation.metrics import psnr_from_mse
 from rdkit_ae.model import build_model, build_objective
-from synthetic import smooth_images
 
 TINY_FACTORIZED = ["encoder.N=16", "encoder.M=16"]
 TINY_CONV = ["encoder.channels=[8, 8, 8]", "encoder.latent_channels=4", "quantizer.bits=4"]
@@ -49,9 +49,9 @@ def test_bit_exact_eval_of_a_trained_model(trained_factorized):
     assert res.meta["bit_exact_checked"] and len(res.records) == 10
     # Bytes are the real strings of the same batch composition.
     for start in (0, 4, 8):
-        comp = trained_factorized.compress(to_tensor(x[start:start + 4]).contiguous())
-        real = [sum(len(stream[i]) for stream in comp["strings"]) for i in range(len(x[start:start + 4]))]
-        assert [r["bytes"] for r in res.records[start:start + 4]] == real
+        comp = trained_factorized.compress(to_tensor(x[start : start + 4]).contiguous())
+        real = [sum(len(stream[i]) for stream in comp["strings"]) for i in range(len(x[start : start + 4]))]
+        assert [r["bytes"] for r in res.records[start : start + 4]] == real
     for r in res.records:
         assert r["bpp"] == pytest.approx(8 * r["bytes"] / 1024)
         assert r["cr"] == pytest.approx(24 / r["bpp"])
@@ -173,11 +173,28 @@ def test_cli_eval(tmp_path, trained_factorized):
     conv = build_model("conv-mse", TINY_CONV)
     save_checkpoint(tmp_path / "c.pt", conv, conv.recipe)
     runner = CliRunner()
-    result = runner.invoke(app, ["eval", str(tmp_path / "f.pt"), str(tmp_path / "c.pt"), "--data", str(tmp_path / "d.npz"),
-                                 "--limit", "5", "--out", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
-                                 "--name", "mine"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "f.pt"),
+            str(tmp_path / "c.pt"),
+            "--data",
+            str(tmp_path / "d.npz"),
+            "--limit",
+            "5",
+            "--out",
+            str(tmp_path / "r.json"),
+            "--csv",
+            str(tmp_path / "r.csv"),
+            "--name",
+            "mine",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "bit-exact" in result.output and "nominal CR 96.000" in result.output and "measured CR 96.000" in result.output
+    assert (
+        "bit-exact" in result.output and "nominal CR 96.000" in result.output and "measured CR 96.000" in result.output
+    )
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["name"] == "mine" and len(data["results"]["bpp"]) == 2 and data["results"]["bpp"][1] == 0.25
     lines = (tmp_path / "r.csv").read_text().splitlines()
@@ -189,6 +206,7 @@ def test_cli_eval(tmp_path, trained_factorized):
 
 def test_container_bytes_are_real_rdk_files(trained_factorized):
     from rdkit_ae import codec
+
     x = smooth_images(4, seed=7)
     res = evaluate(trained_factorized, ImageSet("s", x), batch_size=4)
     for img, rec in zip(x, res.records):

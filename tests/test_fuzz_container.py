@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_codec_support import run_python, smooth_image, tiny_checkpoints  # noqa: F401
 
 from rdkit_ae.codec import container
 from rdkit_ae.codec.coder import Codec, _pad_bytes
 from rdkit_ae.errors import FormatError
-from test_codec_support import run_python, smooth_image, tiny_checkpoints  # noqa: F401
 
 MID = b"\x0b\xad\xc0\xde"
 HANG_LIMIT_S = 240  # a whole fuzz test; far beyond its normal few seconds
@@ -36,8 +36,12 @@ def hang_guard():
 
 def _valid_files() -> list[bytes]:
     out = []
-    for streams, size in [([b"\x01" * 40], (32, 32)), ([b"\x02" * 300, b"\x03" * 9], (512, 768)),
-                          ([b"a", b"", b"bc"], (1, 70)), ([bytes(range(256)) * 2], (33, 65535 // 33))]:
+    for streams, size in [
+        ([b"\x01" * 40], (32, 32)),
+        ([b"\x02" * 300, b"\x03" * 9], (512, 768)),
+        ([b"a", b"", b"bc"], (1, 70)),
+        ([bytes(range(256)) * 2], (33, 65535 // 33)),
+    ]:
         out.append(container.pack(MID, {"strings": [[s] for s in streams], "size": size}))
     return out
 
@@ -101,8 +105,12 @@ def corrupt_streams(draw, bases: list[bytes]):
     return container.pack(packed.model_id, {"strings": [[s] for s in streams], "size": packed.size})
 
 
-FILES = st.one_of(st.binary(max_size=64), st.binary(max_size=8).map(lambda b: b"RK\x01" + b),
-                  st.binary(max_size=64).map(lambda b: _fix_crc(b"RK\x01" + b)), mutated(VALID))
+FILES = st.one_of(
+    st.binary(max_size=64),
+    st.binary(max_size=8).map(lambda b: b"RK\x01" + b),
+    st.binary(max_size=64).map(lambda b: _fix_crc(b"RK\x01" + b)),
+    mutated(VALID),
+)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,7 +145,9 @@ def test_decode_fuzz_reaches_the_entropy_decoder(fuzz_targets):
     outcomes = {"error": 0, "decoded": 0}
     keys = sorted(fuzz_targets)
 
-    @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
     @given(st.data())
     def run(data):
         key = data.draw(st.sampled_from(keys))
@@ -268,7 +278,9 @@ def test_python_model_reads_valid_streams_exactly(factorized_tables):
     assert _rans_overread(real, indexes, cdfs, lengths) == 0
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.data())
 def test_padding_covers_every_overread(factorized_tables, data):
     real, indexes, cdfs, lengths = factorized_tables
@@ -276,7 +288,9 @@ def test_padding_covers_every_overread(factorized_tables, data):
     if kind == "random":
         blob = data.draw(st.binary(min_size=8, max_size=len(real) + 64))
     elif kind == "pattern":  # escape-heavy words make the decoder read the most
-        blob = data.draw(st.sampled_from([b"\xff", b"\xff\xff\xff\x7f", b"\xf0", b"\x0f", b"\x80"])) * data.draw(st.integers(8, 2048))
+        blob = data.draw(st.sampled_from([b"\xff", b"\xff\xff\xff\x7f", b"\xf0", b"\x0f", b"\x80"])) * data.draw(
+            st.integers(8, 2048)
+        )
     elif kind == "truncated":
         blob = real[: data.draw(st.integers(8, len(real)))]
     else:

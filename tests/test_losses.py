@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import urllib.error
 
 import pytest
@@ -87,9 +86,7 @@ def test_ssim_identical_is_zero_and_has_gradient():
 def test_ssim_clamps_reconstruction():
     x = smooth_images()
     loss = create("loss", "ssim")
-    assert loss(x, {"x_hat": x * 3 - 1}).item() == pytest.approx(
-        loss(x, {"x_hat": (x * 3 - 1).clamp(0, 1)}).item()
-    )
+    assert loss(x, {"x_hat": x * 3 - 1}).item() == pytest.approx(loss(x, {"x_hat": (x * 3 - 1).clamp(0, 1)}).item())
 
 
 def test_ssim_small_image_is_clear_error():
@@ -203,7 +200,10 @@ def test_vgg_preprocessing_conventions():
 
 def test_vgg_normalize_target_vs_none(vgg_file):
     x, x_hat = images(), images(seed=7)
-    raw = {p: vgg_loss(vgg_file, preprocessing=p, normalize="none")(x, {"x_hat": x_hat}).item() for p in ("caffe", "torchvision")}
+    raw = {
+        p: vgg_loss(vgg_file, preprocessing=p, normalize="none")(x, {"x_hat": x_hat}).item()
+        for p in ("caffe", "torchvision")
+    }
     norm = {p: vgg_loss(vgg_file, preprocessing=p)(x, {"x_hat": x_hat}).item() for p in ("caffe", "torchvision")}
     assert raw["caffe"] > 50 * raw["torchvision"]  # caffe's 0..255 scale
     assert norm["caffe"] < 10 * norm["torchvision"] and norm["torchvision"] < 10 * norm["caffe"]

@@ -79,7 +79,11 @@ def test_training_step_has_gradients_and_aux_loss(tiny_overrides):
     total, terms = objective(x, model(x))
     assert set(terms) == {"mse", "rate"} and torch.isfinite(total)
     total.backward()
-    assert all(p.grad is not None for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad and "g_" in n)
+    assert all(
+        p.grad is not None
+        for n, p in model.named_parameters()
+        if not n.endswith("quantiles") and p.requires_grad and "g_" in n
+    )
     aux = model.aux_loss()
     assert aux.requires_grad and torch.isfinite(aux)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 
 from rdkit_ae import load_recipe, zoo_names
 from rdkit_ae.errors import RecipeError
@@ -65,7 +64,9 @@ def test_extends_cycle(tmp_path):
 
 
 def test_overrides_parse_toml_values_and_address_losses():
-    r = load_recipe("factorized", ["loss.rate.weight=0.01", "train.optimizer.lr=2e-4", "encoder.N=32", "train.augment.hflip=false"])
+    r = load_recipe(
+        "factorized", ["loss.rate.weight=0.01", "train.optimizer.lr=2e-4", "encoder.N=32", "train.augment.hflip=false"]
+    )
     assert r.losses[1]["weight"] == 0.01 and r.train["optimizer"]["lr"] == 2e-4
     assert r["encoder"]["N"] == 32 and r.train["augment"]["hflip"] is False
     r = load_recipe("conv-mse", {"encoder.norm": "group", "loss.0.weight": 2})
@@ -79,7 +80,10 @@ def test_overrides_parse_toml_values_and_address_losses():
     [
         (["loss.vgg.weight=1"], r"no \[\[loss\]\] named 'vgg'; losses: mse"),
         (["loss.weight=1"], r"use loss.NAME.param"),
-        (["encoder.chanels=[8]"], r"zoo:conv-mse: \[encoder\] encoder 'conv' has no parameter 'chanels' \(did you mean 'channels'\?\)"),
+        (
+            ["encoder.chanels=[8]"],
+            r"zoo:conv-mse: \[encoder\] encoder 'conv' has no parameter 'chanels' \(did you mean 'channels'\?\)",
+        ),
         (["quantizer.name=unifrom"], r"\[quantizer\] unknown quantizer 'unifrom'.*did you mean 'uniform'"),
         (["train.epochs=ten"], r"\[train\] 'epochs' must be integer, got 'ten'"),
         (["train.epoch=3"], r"\[train\] unknown key 'epoch' \(did you mean 'epochs'\?\); allowed: epochs"),
@@ -110,7 +114,10 @@ def test_file_errors(tmp_path):
         load_recipe(noloss)
     badparam = tmp_path / "badparam.toml"
     badparam.write_text('extends = "conv-mse"\n[[loss]]\nname = "vgg-perceptual"\nlayer = ["relu1_2"]\n')
-    with pytest.raises(RecipeError, match=r"badparam.toml: \[\[loss\]\] #1 loss 'vgg-perceptual' has no parameter 'layer' \(did you mean 'layers'\?\)"):
+    with pytest.raises(
+        RecipeError,
+        match=r"badparam.toml: \[\[loss\]\] #1 loss 'vgg-perceptual' has no parameter 'layer' \(did you mean 'layers'\?\)",
+    ):
         load_recipe(badparam)
 
 

@@ -71,17 +71,30 @@ def test_bad_parameter_names_are_named(reg):
     def make(channels=(1, 2), latent_channels=4):
         """x"""
 
-    with pytest.raises(PluginError, match=r"no parameter 'chanels' \(did you mean 'channels'\?\); allowed: channels, latent_channels"):
+    with pytest.raises(
+        PluginError, match=r"no parameter 'chanels' \(did you mean 'channels'\?\); allowed: channels, latent_channels"
+    ):
         reg.create("encoder", "p", chanels=3)
 
 
 def test_builtins_are_registered_with_summaries():
     infos = rdkit_ae.list_plugins()
     names = {(i.kind, i.name) for i in infos}
-    for expected in [("encoder", "conv"), ("encoder", "gdn"), ("decoder", "conv"), ("decoder", "gdn"),
-                     ("quantizer", "uniform"), ("quantizer", "ste"), ("quantizer", "factorized-entropy"),
-                     ("quantizer", "hyperprior"), ("loss", "mse"), ("loss", "vgg-perceptual"),
-                     ("loss", "ssim"), ("loss", "ms-ssim"), ("loss", "rate")]:
+    for expected in [
+        ("encoder", "conv"),
+        ("encoder", "gdn"),
+        ("decoder", "conv"),
+        ("decoder", "gdn"),
+        ("quantizer", "uniform"),
+        ("quantizer", "ste"),
+        ("quantizer", "factorized-entropy"),
+        ("quantizer", "hyperprior"),
+        ("loss", "mse"),
+        ("loss", "vgg-perceptual"),
+        ("loss", "ssim"),
+        ("loss", "ms-ssim"),
+        ("loss", "rate"),
+    ]:
         assert expected in names
     assert all(i.summary and i.origin == "built-in" for i in infos if i.origin == "built-in")
 
@@ -117,7 +130,11 @@ def _make_dist(site, dist, module, source, entry_points):
 def third_party_site(tmp_path):
     """A real plugin distribution (dist-info with entry points), a callable one and a broken one."""
     site = tmp_path / "site"
-    _make_dist(site, "rdkit-tv-loss", "rdkit_tv_loss", '''
+    _make_dist(
+        site,
+        "rdkit-tv-loss",
+        "rdkit_tv_loss",
+        '''
         import torch
         from rdkit_ae import register
 
@@ -132,8 +149,14 @@ def third_party_site(tmp_path):
             def forward(self, x, out):
                 y = out["x_hat"]
                 return (y[..., 1:, :] - y[..., :-1, :]).abs().pow(self.p).mean() + (y[..., 1:] - y[..., :-1]).abs().pow(self.p).mean()
-        ''', "tv = rdkit_tv_loss")
-    _make_dist(site, "rdkit-callable", "rdkit_callable", '''
+        ''',
+        "tv = rdkit_tv_loss",
+    )
+    _make_dist(
+        site,
+        "rdkit-callable",
+        "rdkit_callable",
+        '''
         def setup():
             import torch
             from rdkit_ae import register
@@ -146,20 +169,30 @@ def third_party_site(tmp_path):
 
                 def forward(self, x):
                     return torch.nn.functional.pixel_unshuffle(x, 2)
-        ''', "setup = rdkit_callable:setup")
-    _make_dist(site, "rdkit-broken", "rdkit_broken", "raise ImportError('needs a missing dependency')\n", "broken = rdkit_broken")
+        ''',
+        "setup = rdkit_callable:setup",
+    )
+    _make_dist(
+        site,
+        "rdkit-broken",
+        "rdkit_broken",
+        "raise ImportError('needs a missing dependency')\n",
+        "broken = rdkit_broken",
+    )
     return site
 
 
 def _run(code, site, cwd):
     env = {**__import__("os").environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_third_party_entry_points(third_party_site, tmp_path):
     recipe = tmp_path / "tv.toml"
     recipe.write_text('extends = "conv-mse"\n[[loss]]\nname = "tv"\nweight = 0.01\np = 2.0\n')
-    code = f'''
+    code = f"""
 import torch, rdkit_ae
 from rdkit_ae.registry import REGISTRY
 infos = {{(i.kind, i.name): i for i in rdkit_ae.list_plugins()}}
@@ -171,7 +204,7 @@ obj = rdkit_ae.build_objective(r)
 x = torch.rand(2, 3, 32, 32)
 total, terms = obj(x, {{"x_hat": x.flip(-1), "likelihoods": {{}}}})
 print("TERMS", sorted(terms), float(terms["tv"]) > 0)
-'''
+"""
     res = _run(code, third_party_site, tmp_path)
     assert res.returncode == 0, res.stderr
     out = res.stdout

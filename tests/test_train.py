@@ -9,14 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from train_helpers import FAST, TINY_CONV, TINY_FACTORIZED, assert_same_weights, make_npz, model_state
 
-from rdkit_ae.checkpoint import atomic_write_bytes, load_checkpoint, load_model, save_checkpoint
+from rdkit_ae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rdkit_ae.errors import RdkitError, RecipeError
+from rdkit_ae.files import atomic_write_bytes
 from rdkit_ae.recipe import load_recipe
 from rdkit_ae.registry import REGISTRY, register
-from rdkit_ae.training.trainer import LRSchedule, NonFiniteLossError, build_optimizers, build_training, split_parameters, train
-
-from train_helpers import FAST, TINY_CONV, TINY_FACTORIZED, assert_same_weights, make_npz, model_state
+from rdkit_ae.training.trainer import (
+    LRSchedule,
+    NonFiniteLossError,
+    build_optimizers,
+    build_training,
+    split_parameters,
+    train,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -30,7 +37,16 @@ def test_run_folder_is_complete_and_safe_to_load(tmp_path, npz):
     out = tmp_path / "run"
     res = train("factorized", npz, out, overrides=TINY_FACTORIZED, epochs=2, **FAST)
     names = {p.name for p in out.iterdir()}
-    assert {"recipe.toml", "last.pt", "best.pt", "metrics.jsonl", "loss_curves.png", "comparison.png", "eval.json", "run.json"} <= names
+    assert {
+        "recipe.toml",
+        "last.pt",
+        "best.pt",
+        "metrics.jsonl",
+        "loss_curves.png",
+        "comparison.png",
+        "eval.json",
+        "run.json",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]
     assert res.stopped == "completed" and res.epochs == 2 and res.steps == 2 * 5  # 36 train images / batch 8
     assert res.out_dir == out and res.best_checkpoint == out / "best.pt" and res.last_checkpoint == out / "last.pt"
@@ -39,8 +55,20 @@ def test_run_folder_is_complete_and_safe_to_load(tmp_path, npz):
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines == res.metrics and [r["epoch"] for r in lines] == [1, 2]
     for r in lines:
-        for key in ("train_loss", "train_mse", "train_rate", "train_aux", "val_loss", "val_mse", "val_rate",
-                    "val_psnr", "val_ssim", "val_bpp", "lr", "images_per_s"):
+        for key in (
+            "train_loss",
+            "train_mse",
+            "train_rate",
+            "train_aux",
+            "val_loss",
+            "val_mse",
+            "val_rate",
+            "val_psnr",
+            "val_ssim",
+            "val_bpp",
+            "lr",
+            "images_per_s",
+        ):
             assert isinstance(r[key], float) and math.isfinite(r[key]), key
         assert r["train_loss"] == pytest.approx(r["train_mse"] + 0.002 * r["train_rate"], rel=1e-5)
     assert lines[1]["lr"] == pytest.approx(0.5e-3)  # cosine per epoch over 2 epochs
@@ -50,7 +78,9 @@ def test_run_folder_is_complete_and_safe_to_load(tmp_path, npz):
         payload = torch.load(out / name, map_location="cpu", weights_only=True)
         assert {"model", "optimizer", "aux_optimizer", "scheduler", "position", "rng", "recipe", "run"} <= set(payload)
         assert payload["model"]["latent_codec.entropy_bottleneck._quantized_cdf"].numel() > 0
-        assert isinstance(payload["rng"]["torch"], torch.Tensor) and isinstance(payload["rng"]["numpy"]["keys"], torch.Tensor)
+        assert isinstance(payload["rng"]["torch"], torch.Tensor) and isinstance(
+            payload["rng"]["numpy"]["keys"], torch.Tensor
+        )
     assert load_recipe(out / "recipe.toml").digest() == res_recipe_digest(out)
     model, _, _ = load_model(out / "best.pt")
     x = torch.rand(2, 3, 16, 16)
@@ -71,10 +101,17 @@ def res_recipe_digest(out):
     return Recipe.from_toml(load_checkpoint(out / "last.pt")["recipe"]).digest()
 
 
-@pytest.mark.parametrize("recipe,overrides,stop_at", [
-    ("factorized", TINY_FACTORIZED, 7),  # mid-epoch stop, aux optimiser, entropy bottleneck noise
-    ("conv-mse", TINY_CONV + ["train.schedule_interval=step"], 5),  # epoch boundary, flips + jitter, per-step cosine
-])
+@pytest.mark.parametrize(
+    "recipe,overrides,stop_at",
+    [
+        ("factorized", TINY_FACTORIZED, 7),  # mid-epoch stop, aux optimiser, entropy bottleneck noise
+        (
+            "conv-mse",
+            TINY_CONV + ["train.schedule_interval=step"],
+            5,
+        ),  # epoch boundary, flips + jitter, per-step cosine
+    ],
+)
 def test_resumed_run_ends_bit_exact(tmp_path, npz, recipe, overrides, stop_at):
     straight = train(recipe, npz, tmp_path / "a", overrides=overrides, epochs=2, evaluate=False, **FAST)
     first = train(recipe, npz, tmp_path / "b", overrides=overrides, epochs=2, max_steps=stop_at, evaluate=False, **FAST)
@@ -131,7 +168,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, npz):
 
 
 def test_optimisers_schedule_and_aux_split():
-    model, objective, opt, aux_opt, sched = build_training(load_recipe("factorized", TINY_FACTORIZED + ["train.epochs=4"]))
+    model, objective, opt, aux_opt, sched = build_training(
+        load_recipe("factorized", TINY_FACTORIZED + ["train.epochs=4"])
+    )
     main, aux = split_parameters(model)
     assert [n for n, _ in aux] == ["latent_codec.entropy_bottleneck.quantiles"]
     assert {id(p) for g in aux_opt.param_groups for p in g["params"]} == {id(p) for _, p in aux}
@@ -145,7 +184,9 @@ def test_optimisers_schedule_and_aux_split():
     m2, *_ = build_training(conv)
     sgd, none = build_optimizers(m2, conv.train)
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5 and none is None
-    w = load_recipe("conv-mse", ["train.optimizer.name=adamw", "train.optimizer.weight_decay=0.01", "train.schedule=constant"])
+    w = load_recipe(
+        "conv-mse", ["train.optimizer.name=adamw", "train.optimizer.weight_decay=0.01", "train.schedule=constant"]
+    )
     adamw, _ = build_optimizers(m2, w.train)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.01
     const = LRSchedule(adamw, "constant", "step", 10)
@@ -196,8 +237,8 @@ def _nan_recipe(tmp_path, loss_name):
     path.write_text(
         'extends = "conv-mse"\nreplace_losses = true\n'
         f'[[loss]]\nname = "{loss_name}"\nafter = 6\n'
-        '[encoder]\nchannels = [8, 16]\nlatent_channels = 4\n'
-        '[train]\nbatch_size = 8\ncrop_size = 16\n'
+        "[encoder]\nchannels = [8, 16]\nlatent_channels = 4\n"
+        "[train]\nbatch_size = 8\ncrop_size = 16\n"
     )
     return path
 
@@ -225,10 +266,12 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path):
         save_checkpoint(path, model, recipe, step=2, hook=lambda: None)
     assert path.read_bytes() == before
     assert load_checkpoint(path)["step"] == 1
+
     # A crash after some bytes reached the temp file.
     def half_then_fail(f):
         f.write(before[: len(before) // 2])
         raise OSError("disk full")
+
     with pytest.raises(OSError, match="disk full"):
         atomic_write_bytes(path, half_then_fail)
     assert path.read_bytes() == before

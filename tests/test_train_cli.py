@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from train_helpers import FAST, TINY_CONV, make_npz
 from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import load_checkpoint
 from rdkit_ae.cli import app
 from rdkit_ae.training.trainer import train
-
-from train_helpers import FAST, TINY_CONV, make_npz
 
 RDKIT = Path(sys.executable).with_name("rdkit")
 
@@ -30,8 +29,23 @@ def test_cli_train_resume_and_errors(tmp_path):
     npz = make_npz(tmp_path / "d.npz")
     out = tmp_path / "run"
     runner = CliRunner()
-    args = ["train", "-r", "conv-mse", "--data", str(npz), *_set(TINY_CONV), "--epochs", "2", "--max-steps", "3",
-            "--out", str(out), "--threads", "1", "--no-eval"]
+    args = [
+        "train",
+        "-r",
+        "conv-mse",
+        "--data",
+        str(npz),
+        *_set(TINY_CONV),
+        "--epochs",
+        "2",
+        "--max-steps",
+        "3",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-eval",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "epoch 1/2 (partial)" in res.output and "max_steps" in res.output and "PSNR" in res.output
@@ -39,7 +53,9 @@ def test_cli_train_resume_and_errors(tmp_path):
     res = runner.invoke(app, ["train", "--resume", str(out), "--quiet", "--no-eval"])
     assert res.exit_code == 0 and res.output == ""
     assert load_checkpoint(out / "last.pt")["position"]["epoch"] == 2
-    res = runner.invoke(app, ["train", "-r", "conv-mse", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "x")])
+    res = runner.invoke(
+        app, ["train", "-r", "conv-mse", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "x")]
+    )
     assert res.exit_code == 1 and res.output.startswith("error: data not found")
     res = runner.invoke(app, ["train", "-r", "conv-mse", "--data", str(npz), "--out", str(out)])
     assert res.exit_code == 1 and "already holds a run" in res.output and len(res.output.strip().splitlines()) == 1
@@ -51,8 +67,21 @@ def test_cli_train_resume_and_errors(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_then_resume_continues(tmp_path, python_env):
     npz = make_npz(tmp_path / "d.npz", n=80)
     out = tmp_path / "run"
-    cmd = [str(RDKIT), "train", "-r", "conv-mse", "--data", str(npz), *_set(TINY_CONV), "--epochs", "1000",
-           "--out", str(out), "--threads", "1"]
+    cmd = [
+        str(RDKIT),
+        "train",
+        "-r",
+        "conv-mse",
+        "--data",
+        str(npz),
+        *_set(TINY_CONV),
+        "--epochs",
+        "1000",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=python_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120

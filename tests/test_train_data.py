@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from train_helpers import FAST, TINY_CONV, make_fake_cifar10, make_png_folder
 
-from rdkit_ae.data.sources import ImageSet, load_images
 from rdkit_ae.data.datasets import ImageDataset, augment, item_uniforms, train_batches, val_batches
+from rdkit_ae.data.sources import ImageSet, load_images
 from rdkit_ae.errors import DataError
 from rdkit_ae.training.trainer import train
-
-from train_helpers import FAST, TINY_CONV, make_fake_cifar10, make_png_folder
 
 
 def _array(n=12, h=20, w=24, seed=0):
@@ -95,8 +94,16 @@ def test_fake_cifar10_folder_in_torchvision_format(tmp_path):
     va = load_images(tmp_path, "val")
     assert np.array_equal(tr.array, train_x) and np.array_equal(va.array, test_x)
     assert tr.labels.shape == (30,) and va.name == "cifar10-test"
-    res = train("conv-mse", tmp_path, tmp_path / "run", overrides=TINY_CONV + ["train.crop_size=32"], epochs=1,
-                limit_train=16, evaluate=False, **FAST)
+    res = train(
+        "conv-mse",
+        tmp_path,
+        tmp_path / "run",
+        overrides=TINY_CONV + ["train.crop_size=32"],
+        epochs=1,
+        limit_train=16,
+        evaluate=False,
+        **FAST,
+    )
     assert res.steps == 2 and res.metrics[0]["val_bpp"] == pytest.approx(2.0)
     # an incomplete copy is named as such
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()

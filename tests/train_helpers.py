@@ -18,7 +18,9 @@ def make_npz(path: Path, n: int = 40, size: int = 16, seed: int = 0, labels: boo
     """Smooth-ish random images (gradients + noise), uint8 (n, size, size, 3)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / max(1, size - 1)
-    base = rng.uniform(0, 1, (n, 1, 1, 3)) * yy[None, :, :, None] + rng.uniform(0, 1, (n, 1, 1, 3)) * xx[None, :, :, None]
+    base = (
+        rng.uniform(0, 1, (n, 1, 1, 3)) * yy[None, :, :, None] + rng.uniform(0, 1, (n, 1, 1, 3)) * xx[None, :, :, None]
+    )
     x = np.clip(base * 200 + rng.normal(0, 20, (n, size, size, 3)), 0, 255).astype(np.uint8)
     arrays = {"x": x}
     if labels:
@@ -54,8 +56,12 @@ def make_fake_cifar10(root: Path, per_batch: int = 6, test: int = 8, seed: int =
     def write(name: str, n: int) -> np.ndarray:
         hwc = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
         rows = hwc.transpose(0, 3, 1, 2).reshape(n, 3072)  # CIFAR stores R plane, G plane, B plane per row
-        entry = {"batch_label": name, "labels": rng.integers(0, 10, n).tolist(), "data": rows,
-                 "filenames": [f"{name}_{i}.png" for i in range(n)]}
+        entry = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, n).tolist(),
+            "data": rows,
+            "filenames": [f"{name}_{i}.png" for i in range(n)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f, protocol=2)
         return hwc
@@ -63,8 +69,26 @@ def make_fake_cifar10(root: Path, per_batch: int = 6, test: int = 8, seed: int =
     train = np.concatenate([write(f"data_batch_{i}", per_batch) for i in range(1, 6)])
     test_x = write("test_batch", test)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-                     "num_cases_per_batch": per_batch, "num_vis": 3072}, f, protocol=2)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_cases_per_batch": per_batch,
+                "num_vis": 3072,
+            },
+            f,
+            protocol=2,
+        )
     return train, test_x
 
 

@@ -24,13 +24,13 @@ import platform
 import re
 import shutil
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
+import tomllib
 
 from rdkit_ae.errors import RdkitError
 
@@ -55,7 +55,10 @@ class DataSpec:
 
     def describe(self, short: bool = False) -> str:
         sl = f"[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
-        return f"{Path(self.path).name if short else self.path}{sl if (self.start, self.stop) != (None, None) else ''}" + (f" ({self.split})" if self.split != "all" else "")
+        return (
+            f"{Path(self.path).name if short else self.path}{sl if (self.start, self.stop) != (None, None) else ''}"
+            + (f" ({self.split})" if self.split != "all" else "")
+        )
 
 
 @dataclass
@@ -106,7 +109,11 @@ class SweepSpec:
     def curve_names(self) -> list[str]:
         from rdkit_ae.evaluation.classic import get_codec
 
-        return [m.name for m in self.models] + [get_codec(c.codec).label for c in self.codecs] + [e["name"] for e in self.externals]
+        return (
+            [m.name for m in self.models]
+            + [get_codec(c.codec).label for c in self.codecs]
+            + [e["name"] for e in self.externals]
+        )
 
 
 def _resolve_path(value: str, base: Path) -> str:
@@ -121,13 +128,19 @@ def _data_spec(value: Any, base: Path, where: str, source: str) -> DataSpec:
     if isinstance(value, str):
         value = {"path": value}
     if not isinstance(value, dict) or not isinstance(value.get("path"), str):
-        raise SpecError(f"{source}: {where} must be a path string or a table with 'path' (and optional start, stop, split)")
+        raise SpecError(
+            f"{source}: {where} must be a path string or a table with 'path' (and optional start, stop, split)"
+        )
     unknown = set(value) - {"path", "start", "stop", "split"}
     if unknown:
-        raise SpecError(f"{source}: {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: path, start, stop, split")
+        raise SpecError(
+            f"{source}: {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: path, start, stop, split"
+        )
     for key in ("start", "stop"):
         if key in value and (not isinstance(value[key], int) or isinstance(value[key], bool)):
-            raise SpecError(f"{source}: {where}.{key} must be an integer (Python slice semantics, negatives count from the end)")
+            raise SpecError(
+                f"{source}: {where}.{key} must be an integer (Python slice semantics, negatives count from the end)"
+            )
     split = value.get("split", "all")
     if split not in ("all", "train", "val"):
         raise SpecError(f"{source}: {where}.split must be all, train or val")
@@ -139,7 +152,9 @@ def _budget(value: Any, where: str, source: str) -> dict[str, Any]:
         raise SpecError(f"{source}: {where} must be a table")
     unknown = set(value) - set(BUDGET_KEYS)
     if unknown:
-        raise SpecError(f"{source}: {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(BUDGET_KEYS)}")
+        raise SpecError(
+            f"{source}: {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(BUDGET_KEYS)}"
+        )
     for k, v in value.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise SpecError(f"{source}: {where}.{k} must be a positive number, got {v!r}")
@@ -155,7 +170,9 @@ def _points_of(entry: dict[str, Any], where: str, source: str) -> list[dict[str,
     grid = entry.get("grid", {})
     explicit = entry.get("points", [])
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise SpecError(f"{source}: {where}.grid must map dotted keys to non-empty arrays, e.g. \"quantizer.bits\" = [4, 8]")
+        raise SpecError(
+            f'{source}: {where}.grid must map dotted keys to non-empty arrays, e.g. "quantizer.bits" = [4, 8]'
+        )
     if not isinstance(explicit, list) or not all(isinstance(p, dict) for p in explicit):
         raise SpecError(f"{source}: {where}.points must be an array of tables of dotted keys")
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
@@ -173,16 +190,18 @@ def _model_curves(entries: Any, base: Path, budget: dict[str, Any], source: str)
     for i, entry in enumerate(entries):
         where = f"[[model]] #{i + 1}"
         if not isinstance(entry, dict) or not isinstance(entry.get("recipe"), str):
-            raise SpecError(f"{source}: {where} needs recipe = \"<zoo name or path>\"")
+            raise SpecError(f'{source}: {where} needs recipe = "<zoo name or path>"')
         unknown = set(entry) - {"recipe", "name", "set", "grid", "points", "budget"}
         if unknown:
-            raise SpecError(f"{source}: {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: recipe, name, set, grid, points, budget")
+            raise SpecError(
+                f"{source}: {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: recipe, name, set, grid, points, budget"
+            )
         recipe_ref = entry["recipe"]
         local = base / recipe_ref
         recipe_ref = str(local) if local.is_file() else recipe_ref
         fixed_items = entry.get("set", [])
         if not isinstance(fixed_items, list) or not all(isinstance(s, str) for s in fixed_items):
-            raise SpecError(f"{source}: {where}.set must be an array of \"dotted.key=value\" strings")
+            raise SpecError(f'{source}: {where}.set must be an array of "dotted.key=value" strings')
         fixed = dict(parse_override(s) for s in fixed_items)
         point_budget = {**budget, **_budget(entry.get("budget", {}), f"{where}.budget", source)}
         name = entry.get("name", Path(entry["recipe"]).stem)
@@ -216,9 +235,15 @@ def _codec_sweeps(table: Any, source: str) -> tuple[list[CodecSweep], list[str]]
         if value is False:
             continue
         qualities = list(get_codec(key).default_qualities) if value is True else value
-        if not isinstance(qualities, list) or not qualities or not all(isinstance(q, int) and 0 <= q <= 100 for q in qualities):
-            raise SpecError(f"{source}: [classical] {key} must be true, false, an array of qualities 0..100, "
-                            "or a table {{qualities = [...], <Pillow save option> = ...}}")
+        if (
+            not isinstance(qualities, list)
+            or not qualities
+            or not all(isinstance(q, int) and 0 <= q <= 100 for q in qualities)
+        ):
+            raise SpecError(
+                f"{source}: [classical] {key} must be true, false, an array of qualities 0..100, "
+                "or a table {{qualities = [...], <Pillow save option> = ...}}"
+            )
         if not available(key):
             skipped.append(f"{get_codec(key).label}: not supported by this Pillow build; skipped")
             continue
@@ -242,20 +267,23 @@ def read_compressai_json(path: Path, name: str | None = None) -> dict[str, Any]:
             clean[key] = [float(v) for v in values]
     if "psnr-rgb" not in clean:
         raise SpecError(f"{path}: CompressAI results need a 'psnr-rgb' list as long as 'bpp'")
-    return {"name": name or data.get("name") or path.name.split(".")[0], "description": data.get("description", str(path)),
-            "results": clean}
+    return {
+        "name": name or data.get("name") or path.name.split(".")[0],
+        "description": data.get("description", str(path)),
+        "results": clean,
+    }
 
 
 def _env(table: Any, base: Path, source: str) -> dict[str, str]:
     """[env]: NAME = "value", or NAME = { path = "relative/to/spec" } for a file path."""
     if not isinstance(table, dict):
-        raise SpecError(f"{source}: [env] must be a table of NAME = \"value\" or NAME = {{ path = \"...\" }}")
+        raise SpecError(f'{source}: [env] must be a table of NAME = "value" or NAME = {{ path = "..." }}')
     out = {}
     for name, value in table.items():
         if isinstance(value, dict) and set(value) == {"path"} and isinstance(value["path"], str):
             value = _resolve_path(value["path"], base)
         elif not isinstance(value, str):
-            raise SpecError(f"{source}: [env] {name} must be a string or {{ path = \"...\" }}")
+            raise SpecError(f'{source}: [env] {name} must be a string or {{ path = "..." }}')
         out[str(name)] = value
     return out
 
@@ -288,11 +316,15 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{source}: invalid TOML: {exc}") from None
     unknown = set(raw) - set(TOP_KEYS)
     if unknown:
-        raise SpecError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(TOP_KEYS)}")
+        raise SpecError(
+            f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(TOP_KEYS)}"
+        )
     base = p.resolve().parent
     data = raw.get("data")
     if not isinstance(data, dict) or "eval" not in data:
-        raise SpecError(f"{source}: [data] needs eval = <images to evaluate on> (and train = <training images> for [[model]] entries)")
+        raise SpecError(
+            f"{source}: [data] needs eval = <images to evaluate on> (and train = <training images> for [[model]] entries)"
+        )
     eval_data = _data_spec(data["eval"], base, "data.eval", source)
     train_data = _data_spec(data.get("train", data["eval"]), base, "data.train", source)
     budget = _budget(raw.get("budget", {}), "[budget]", source)
@@ -308,18 +340,34 @@ def load_spec(path: str | Path) -> SweepSpec:
         if isinstance(entry, str):
             entry = {"path": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise SpecError(f"{source}: [[external]] #{i + 1} needs path = \"<CompressAI results .json>\"")
+            raise SpecError(f'{source}: [[external]] #{i + 1} needs path = "<CompressAI results .json>"')
         externals.append(read_compressai_json(Path(_resolve_path(entry["path"], base)), entry.get("name")))
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SpecError(f"{source}: seed must be an integer")
-    spec = SweepSpec(p, str(raw.get("name", p.stem)), str(raw.get("description", "")), str(raw.get("anchor", "WebP")),
-                     seed, train_data, eval_data, budget, int(ev.get("batch_size", 64)), str(ev.get("device", "cpu")),
-                     models, codecs, externals, skipped, _env(raw.get("env", {}), base, source))
+    spec = SweepSpec(
+        p,
+        str(raw.get("name", p.stem)),
+        str(raw.get("description", "")),
+        str(raw.get("anchor", "WebP")),
+        seed,
+        train_data,
+        eval_data,
+        budget,
+        int(ev.get("batch_size", 64)),
+        str(ev.get("device", "cpu")),
+        models,
+        codecs,
+        externals,
+        skipped,
+        _env(raw.get("env", {}), base, source),
+    )
     names = spec.curve_names()
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SpecError(f"{source}: curve names must be unique; repeated: {', '.join(dupes)} (give [[model]] entries a name)")
+        raise SpecError(
+            f"{source}: curve names must be unique; repeated: {', '.join(dupes)} (give [[model]] entries a name)"
+        )
     if not names:
         raise SpecError(f"{source}: nothing to run: add [[model]], [classical] or [[external]] entries")
     if spec.anchor not in names:
@@ -370,7 +418,9 @@ def _training_data(ds: DataSpec, out: Path) -> tuple[str, str]:
         return ds.path, content_hash(load_images(ds.path, "all"))
     images = load_data(ds)
     if images.array is None:
-        raise SpecError(f"data.train {ds.describe()}: start/stop/split for training need an array source (.npz or cifar10)")
+        raise SpecError(
+            f"data.train {ds.describe()}: start/stop/split for training need an array source (.npz or cifar10)"
+        )
     key = content_hash(images)
     target = out / "data" / f"train-{key[:16]}.npz"
     if not target.is_file():
@@ -400,11 +450,20 @@ class Reporter(Protocol):
 
 
 class SilentReporter:
-    def begin(self, tasks): pass
-    def start(self, task): pass
-    def advance(self, task, fraction): pass
-    def finish(self, task, cached): pass
-    def note(self, message): pass
+    def begin(self, tasks):
+        pass
+
+    def start(self, task):
+        pass
+
+    def advance(self, task, fraction):
+        pass
+
+    def finish(self, task, cached):
+        pass
+
+    def note(self, message):
+        pass
 
 
 # -- running ----------------------------------------------------------------------
@@ -442,7 +501,13 @@ def _read_json(path: Path) -> Any | None:
 
 
 def _result_to_dict(res) -> dict[str, Any]:
-    return {"name": res.name, "description": res.description, "records": res.records, "summary": res.summary, "meta": res.meta}
+    return {
+        "name": res.name,
+        "description": res.description,
+        "records": res.records,
+        "summary": res.summary,
+        "meta": res.meta,
+    }
 
 
 def _result_from_dict(d: dict[str, Any]):
@@ -477,8 +542,14 @@ class SweepResult:
     failures: list[str]  # points whose training failed (left out of the curves; retried on the next run)
 
 
-def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, resume: bool = True,
-              train_fn: TrainFn | None = None, reporter: Reporter | None = None) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec | str | Path,
+    out: str | Path | None = None,
+    *,
+    resume: bool = True,
+    train_fn: TrainFn | None = None,
+    reporter: Reporter | None = None,
+) -> SweepResult:
     """Run (or resume) a sweep and write its reports into ``out`` (default ``bench/<spec name>``).
 
     ``train_fn`` defaults to :func:`rdkit_ae.train.train` and is called as
@@ -516,7 +587,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
         curves[codec.label] = {"kind": "classical", "description": "", "points": []}
         for q in sweep.qualities:
             task = Task("codec", f"{codec.label} q={q}", n_eval * 0.004)
-            tasks.append((task, _codec_job(out, eval_images, eval_key, sweep, q, curves[codec.label], resume, reporter)))
+            tasks.append(
+                (task, _codec_job(out, eval_images, eval_key, sweep, q, curves[codec.label], resume, reporter))
+            )
     for ext in spec.externals:
         curves[ext["name"]] = {"kind": "external", "description": ext["description"], "points": _external_points(ext)}
     trained, failures = [0], []
@@ -529,10 +602,29 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *, re
             t_train = Task("train", f"train {model.name} [{point.label}]", budget_s)
             t_eval = Task("eval", f"eval {model.name} [{point.label}]", n_eval * 0.01)
             state: dict[str, Any] = {}
-            tasks.append((t_train, _train_job(point, run_dir, train_data, spec, train_fn, resume, state, trained, failures,
-                                              reporter)))
-            tasks.append((t_eval, _eval_job(point, run_dir, eval_images, eval_key, spec, resume, state, curves[model.name],
-                                             reporter, evaluate_checkpoint)))
+            tasks.append(
+                (
+                    t_train,
+                    _train_job(point, run_dir, train_data, spec, train_fn, resume, state, trained, failures, reporter),
+                )
+            )
+            tasks.append(
+                (
+                    t_eval,
+                    _eval_job(
+                        point,
+                        run_dir,
+                        eval_images,
+                        eval_key,
+                        spec,
+                        resume,
+                        state,
+                        curves[model.name],
+                        reporter,
+                        evaluate_checkpoint,
+                    ),
+                )
+            )
 
     reporter.begin([t for t, _ in tasks])
     with _spec_env(spec):
@@ -559,7 +651,9 @@ def _overlap_notes(spec: SweepSpec) -> list[str]:
         return []
     shared = set(_slice(n, t).tolist()) & set(_slice(n, e).tolist())
     if shared:
-        return [f"WARNING: {len(shared)} evaluation image(s) are also training images ({t.describe()} vs {e.describe()})"]
+        return [
+            f"WARNING: {len(shared)} evaluation image(s) are also training images ({t.describe()} vs {e.describe()})"
+        ]
     return []
 
 
@@ -569,22 +663,36 @@ def _codec_job(out, images, eval_key, sweep, quality, curve, resume, reporter):
 
         from rdkit_ae.evaluation.classic import evaluate_codec, get_codec
 
-        key = _sha({"v": CACHE_VERSION, "codec": sweep.codec, "q": quality, "opt": sweep.options, "pillow": pillow_version, "data": eval_key})
+        key = _sha(
+            {
+                "v": CACHE_VERSION,
+                "codec": sweep.codec,
+                "q": quality,
+                "opt": sweep.options,
+                "pillow": pillow_version,
+                "data": eval_key,
+            }
+        )
         path = out / "classical" / f"{sweep.codec}-q{quality}-{key[:12]}.json"
         cached = resume and path.is_file() and _read_json(path) is not None
         if cached:
             res = _result_from_dict(_read_json(path))
         else:
             n = len(images)
-            res = evaluate_codec(images, sweep.codec, quality, options=sweep.options,
-                                 progress=_fraction(reporter, task, n))
+            res = evaluate_codec(
+                images, sweep.codec, quality, options=sweep.options, progress=_fraction(reporter, task, n)
+            )
             from rdkit_ae.evaluation.evaluator import write_json
 
             write_json(path, _result_to_dict(res))
         curve["description"] = res.description
-        curve["points"].append(PointResult(get_codec(sweep.codec).label, "classical", f"q={quality}", res.summary,
-                                           quality=quality, cached=cached))
+        curve["points"].append(
+            PointResult(
+                get_codec(sweep.codec).label, "classical", f"q={quality}", res.summary, quality=quality, cached=cached
+            )
+        )
         return cached
+
     return job
 
 
@@ -594,6 +702,7 @@ def _fraction(reporter, task, total):
     def advance(n: int) -> None:
         done[0] += n
         reporter.advance(task, min(1.0, done[0] / max(1, total)))
+
     return advance
 
 
@@ -603,9 +712,13 @@ def _external_points(ext: dict[str, Any]) -> list[PointResult]:
     r = ext["results"]
     pts = []
     for i, bpp in enumerate(r["bpp"]):
-        summary = {"bpp": bpp, "cr": cr_from_bpp(bpp), "psnr": r["psnr-rgb"][i],
-                   "ssim": r["ssim-rgb"][i] if "ssim-rgb" in r else None,
-                   "ms_ssim": r["ms-ssim-rgb"][i] if "ms-ssim-rgb" in r else None}
+        summary = {
+            "bpp": bpp,
+            "cr": cr_from_bpp(bpp),
+            "psnr": r["psnr-rgb"][i],
+            "ssim": r["ssim-rgb"][i] if "ssim-rgb" in r else None,
+            "ms_ssim": r["ms-ssim-rgb"][i] if "ms-ssim-rgb" in r else None,
+        }
         for ours, theirs in (("encoding_time", "encoding_time"), ("decoding_time", "decoding_time")):
             if theirs in r:
                 summary[ours] = r[theirs][i]
@@ -622,16 +735,23 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
             return True
         fn = train_fn or _default_train()
         train_dir = run_dir / "train"
-        kwargs = dict(data=train_data, out=train_dir, overrides=[], seed=spec.seed, quiet=True, evaluate=False, **point.budget)
+        kwargs = dict(
+            data=train_data, out=train_dir, overrides=[], seed=spec.seed, quiet=True, evaluate=False, **point.budget
+        )
         t0 = time.perf_counter()
         result = None
         finished = _read_json(train_dir / "run.json") if resume else None
         if finished is not None and (train_dir / "best.pt").is_file():
             # The trainer finished (run.json is its last write) but the sweep
             # stopped before recording it: take the run as it is.
-            result = SimpleNamespace(best_checkpoint=train_dir / "best.pt", last_checkpoint=train_dir / "last.pt",
-                                     stopped=finished.get("stopped"), epochs=finished.get("epochs"),
-                                     steps=finished.get("steps"), recovered=True)
+            result = SimpleNamespace(
+                best_checkpoint=train_dir / "best.pt",
+                last_checkpoint=train_dir / "last.pt",
+                stopped=finished.get("stopped"),
+                epochs=finished.get("epochs"),
+                steps=finished.get("steps"),
+                recovered=True,
+            )
         elif resume and (train_dir / "last.pt").is_file():
             # An interrupted training: continue it from its last checkpoint (the
             # trainer makes that equivalent to an uninterrupted run).
@@ -644,10 +764,23 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
                 shutil.rmtree(run_dir)  # unfinished and not resumable, or --fresh: start over
             run_dir.mkdir(parents=True)
             # What the cache key was made of, for a human wondering why a point retrained.
-            (run_dir / "point.json").write_text(json.dumps({
-                "curve": point.curve, "label": point.label, "recipe": point.recipe.name, "overrides": point.overrides,
-                "recipe_digest": point.recipe.digest(), "budget": point.budget, "seed": spec.seed,
-                "train_data": train_data, "resolved_recipe": point.recipe.data}, indent=2, default=str))
+            (run_dir / "point.json").write_text(
+                json.dumps(
+                    {
+                        "curve": point.curve,
+                        "label": point.label,
+                        "recipe": point.recipe.name,
+                        "overrides": point.overrides,
+                        "recipe_digest": point.recipe.digest(),
+                        "budget": point.budget,
+                        "seed": spec.seed,
+                        "train_data": train_data,
+                        "resolved_recipe": point.recipe.data,
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
             try:
                 result = fn(point.recipe, **kwargs)
             except RdkitError as exc:
@@ -661,9 +794,14 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
         ckpt = getattr(result, "best_checkpoint", None) or getattr(result, "last_checkpoint", None)
         if ckpt is None or not Path(ckpt).is_file():
             raise RdkitError(f"training {point.curve} [{point.label}] produced no checkpoint in {run_dir}")
-        info = {"checkpoint": str(Path(ckpt).resolve()), "train_seconds": seconds,
-                "stopped": getattr(result, "stopped", None), "epochs": getattr(result, "epochs", None),
-                "steps": getattr(result, "steps", None), "checkpoint_sha256": _file_sha(Path(ckpt))}
+        info = {
+            "checkpoint": str(Path(ckpt).resolve()),
+            "train_seconds": seconds,
+            "stopped": getattr(result, "stopped", None),
+            "epochs": getattr(result, "epochs", None),
+            "steps": getattr(result, "steps", None),
+            "checkpoint_sha256": _file_sha(Path(ckpt)),
+        }
         from rdkit_ae.evaluation.evaluator import write_json
 
         write_json(done, info)
@@ -672,6 +810,7 @@ def _train_job(point, run_dir: Path, train_data, spec, train_fn, resume, state, 
             return True
         trained[0] += 1
         return False
+
     return job
 
 
@@ -681,19 +820,39 @@ def _eval_job(point, run_dir, images, eval_key, spec, resume, state, curve, repo
 
         if state.get("failed"):
             return False
-        key = _sha({"v": CACHE_VERSION, "ckpt": state["checkpoint_sha256"], "data": eval_key, "batch": spec.eval_batch_size})
+        key = _sha(
+            {"v": CACHE_VERSION, "ckpt": state["checkpoint_sha256"], "data": eval_key, "batch": spec.eval_batch_size}
+        )
         path = run_dir / f"eval-{key[:12]}.json"
         cached = resume and path.is_file() and _read_json(path) is not None
         if cached:
             res = _result_from_dict(_read_json(path))
         else:
-            res = evaluate_checkpoint(state["checkpoint"], images, batch_size=spec.eval_batch_size, device=spec.device,
-                                      name=point.curve, progress=_fraction(reporter, task, len(images)))
+            res = evaluate_checkpoint(
+                state["checkpoint"],
+                images,
+                batch_size=spec.eval_batch_size,
+                device=spec.device,
+                name=point.curve,
+                progress=_fraction(reporter, task, len(images)),
+            )
             write_json(path, _result_to_dict(res))
-        curve["points"].append(PointResult(point.curve, "learned", point.label, res.summary, point.overrides,
-                                           str(run_dir), state["checkpoint"], train_seconds=state.get("train_seconds"),
-                                           steps=state.get("steps"), cached=cached))
+        curve["points"].append(
+            PointResult(
+                point.curve,
+                "learned",
+                point.label,
+                res.summary,
+                point.overrides,
+                str(run_dir),
+                state["checkpoint"],
+                train_seconds=state.get("train_seconds"),
+                steps=state.get("steps"),
+                cached=cached,
+            )
+        )
         return cached
+
     return job
 
 
@@ -712,15 +871,43 @@ def machine_info() -> dict[str, Any]:
         compressai_version = compressai.__version__
     except Exception:  # a broken optional import must not lose a finished sweep's reports
         compressai_version = "?"
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "compressai": compressai_version, "pillow": pillow_version,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "compressai": compressai_version,
+        "pillow": pillow_version,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
-CSV_COLUMNS = ("curve", "kind", "point", "quality", "n_images", "bytes", "bpp", "cr", "psnr", "psnr_of_mean_mse", "ssim",
-               "ms_ssim", "encoding_time", "decoding_time", "nominal_bpp", "container_bpp", "train_seconds", "steps", "cached",
-               "run_dir", "checkpoint", "overrides")
+CSV_COLUMNS = (
+    "curve",
+    "kind",
+    "point",
+    "quality",
+    "n_images",
+    "bytes",
+    "bpp",
+    "cr",
+    "psnr",
+    "psnr_of_mean_mse",
+    "ssim",
+    "ms_ssim",
+    "encoding_time",
+    "decoding_time",
+    "nominal_bpp",
+    "container_bpp",
+    "train_seconds",
+    "steps",
+    "cached",
+    "run_dir",
+    "checkpoint",
+    "overrides",
+)
 
 
 def write_reports(out: Path, spec: SweepSpec, curves: dict[str, dict[str, Any]], notes: list[str]) -> dict[str, Path]:
@@ -743,10 +930,21 @@ def write_reports(out: Path, spec: SweepSpec, curves: dict[str, dict[str, Any]],
     for name, c in curves.items():
         for p in c["points"]:
             s = p.summary
-            rows.append({"curve": name, "kind": c["kind"], "point": p.label, "quality": p.quality,
-                         **{k: s.get(k) for k in CSV_COLUMNS if k in s},
-                         "train_seconds": p.train_seconds, "steps": p.steps, "cached": p.cached, "run_dir": p.run_dir,
-                         "checkpoint": p.checkpoint, "overrides": json.dumps(p.overrides) if p.overrides else ""})
+            rows.append(
+                {
+                    "curve": name,
+                    "kind": c["kind"],
+                    "point": p.label,
+                    "quality": p.quality,
+                    **{k: s.get(k) for k in CSV_COLUMNS if k in s},
+                    "train_seconds": p.train_seconds,
+                    "steps": p.steps,
+                    "cached": p.cached,
+                    "run_dir": p.run_dir,
+                    "checkpoint": p.checkpoint,
+                    "overrides": json.dumps(p.overrides) if p.overrides else "",
+                }
+            )
     rows = [{k: r.get(k) for k in CSV_COLUMNS} for r in rows]
     files["results.csv"] = out / "results.csv"
     write_records_csv(files["results.csv"], rows)
@@ -769,15 +967,34 @@ def write_reports(out: Path, spec: SweepSpec, curves: dict[str, dict[str, Any]],
     files["bd_rate.md"].write_text(bd_markdown(spec, bd, curves, notes), encoding="utf-8")
 
     files["rd.png"] = out / "rd.png"
-    n_images = next((p.summary.get("n_images") for c in curves.values() for p in c["points"] if p.summary.get("n_images")), "?")
-    plot_rd(entries, files["rd.png"], title=f"{spec.name}: {spec.eval_data.describe(short=True)} ({n_images} images)",
-            kinds={n: c["kind"] for n, c in curves.items()})
+    n_images = next(
+        (p.summary.get("n_images") for c in curves.values() for p in c["points"] if p.summary.get("n_images")), "?"
+    )
+    plot_rd(
+        entries,
+        files["rd.png"],
+        title=f"{spec.name}: {spec.eval_data.describe(short=True)} ({n_images} images)",
+        kinds={n: c["kind"] for n, c in curves.items()},
+    )
 
     files["sweep.json"] = out / "sweep.json"
-    write_json(files["sweep.json"], {
-        "name": spec.name, "description": spec.description, "spec": str(spec.path), "anchor": spec.anchor,
-        "train_data": spec.train_data.describe(), "eval_data": spec.eval_data.describe(), "budget": spec.budget,
-        "seed": spec.seed, "env": effective_env(spec), "machine": machine_info(), "notes": notes, "written": time.strftime("%Y-%m-%d %H:%M:%S")})
+    write_json(
+        files["sweep.json"],
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "spec": str(spec.path),
+            "anchor": spec.anchor,
+            "train_data": spec.train_data.describe(),
+            "eval_data": spec.eval_data.describe(),
+            "budget": spec.budget,
+            "seed": spec.seed,
+            "env": effective_env(spec),
+            "machine": machine_info(),
+            "notes": notes,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     return files
 
 
@@ -786,21 +1003,29 @@ def _pct(v: float | None) -> str:
 
 
 def bd_markdown(spec: SweepSpec, bd: dict[str, Any], curves: dict[str, dict[str, Any]], notes: list[str]) -> str:
-    lines = [f"# BD-rate: {spec.name}", "",
-             f"Anchor: **{spec.anchor}**. Rate: bpp of real bitstreams / full files on {spec.eval_data.describe()}; "
-             "quality: mean PSNR (RGB, MAX 255). BD-rate < 0: fewer bits than the anchor for the same PSNR; "
-             "BD-PSNR > 0: higher PSNR at the same rate. Computed only over the range both curves cover.", ""]
+    lines = [
+        f"# BD-rate: {spec.name}",
+        "",
+        f"Anchor: **{spec.anchor}**. Rate: bpp of real bitstreams / full files on {spec.eval_data.describe()}; "
+        "quality: mean PSNR (RGB, MAX 255). BD-rate < 0: fewer bits than the anchor for the same PSNR; "
+        "BD-PSNR > 0: higher PSNR at the same rate. Computed only over the range both curves cover.",
+        "",
+    ]
     if "error" in bd:
         lines += [f"Not computed: {bd['error']}.", ""]
-    lines += ["| curve | kind | points | bpp range | PSNR range (dB) | BD-rate | BD-PSNR (dB) | fit | notes |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| curve | kind | points | bpp range | PSNR range (dB) | BD-rate | BD-PSNR (dB) | fit | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in bd["curves"].items():
         pts = curves[name]["points"]
         bpps, psnrs = [p.summary["bpp"] for p in pts], [p.summary["psnr"] for p in pts]
         bdpsnr = "n/a" if r["bd_psnr"] is None else f"{r['bd_psnr']:+.3f}"
-        lines.append(f"| {name} | {r['kind']} | {r['points']} | {min(bpps):.3f}-{max(bpps):.3f} | "
-                     f"{min(psnrs):.2f}-{max(psnrs):.2f} | {_pct(r['bd_rate'])} | {bdpsnr} | {r['method']} | "
-                     f"{'; '.join(r['notes']) or '-'} |")
+        lines.append(
+            f"| {name} | {r['kind']} | {r['points']} | {min(bpps):.3f}-{max(bpps):.3f} | "
+            f"{min(psnrs):.2f}-{max(psnrs):.2f} | {_pct(r['bd_rate'])} | {bdpsnr} | {r['method']} | "
+            f"{'; '.join(r['notes']) or '-'} |"
+        )
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"

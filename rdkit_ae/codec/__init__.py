@@ -16,6 +16,18 @@ from rdkit_ae.codec.coder import (
     reconstruct_array,
 )
 
-__all__ = ["Codec", "ModelMismatchError", "Report", "check_model", "compress_array", "compress_file",
-           "decompress_bytes", "decompress_file", "encode_image", "fixed_threads", "model_id", "read_rdk",
-           "reconstruct_array"]
+__all__ = [
+    "Codec",
+    "ModelMismatchError",
+    "Report",
+    "check_model",
+    "compress_array",
+    "compress_file",
+    "decompress_bytes",
+    "decompress_file",
+    "encode_image",
+    "fixed_threads",
+    "model_id",
+    "read_rdk",
+    "reconstruct_array",
+]

@@ -116,8 +116,15 @@ def check_model(model, where: str = "model") -> None:
         cdf, lengths, offsets = m._quantized_cdf, m._cdf_length, m._offset
         if cdf.numel() == 0:
             raise CheckpointError(f"{label} has no CDF tables (run model.update() before saving)")
-        if cdf.dim() != 2 or lengths.dim() != 1 or offsets.dim() != 1 or not (cdf.size(0) == lengths.numel() == offsets.numel()):
-            raise CheckpointError(f"{label}: CDF tables of inconsistent shapes {tuple(cdf.shape)}, {tuple(lengths.shape)}, {tuple(offsets.shape)}")
+        if (
+            cdf.dim() != 2
+            or lengths.dim() != 1
+            or offsets.dim() != 1
+            or not (cdf.size(0) == lengths.numel() == offsets.numel())
+        ):
+            raise CheckpointError(
+                f"{label}: CDF tables of inconsistent shapes {tuple(cdf.shape)}, {tuple(lengths.shape)}, {tuple(offsets.shape)}"
+            )
         rows, cols = cdf.shape
         lengths64, cdf64 = lengths.to(torch.int64), cdf.to(torch.int64)
         if bool(((lengths64 < 3) | (lengths64 > cols)).any()):
@@ -129,7 +136,11 @@ def check_model(model, where: str = "model") -> None:
         inside = col[None, :] < lengths64[:, None]
         last = cdf64.gather(1, (lengths64 - 1)[:, None]).squeeze(1)
         steps = cdf64[:, 1:] - cdf64[:, :-1]
-        if bool((cdf64[:, 0] != 0).any()) or bool((last != precision).any()) or bool(((steps <= 0) & inside[:, 1:]).any()):
+        if (
+            bool((cdf64[:, 0] != 0).any())
+            or bool((last != precision).any())
+            or bool(((steps <= 0) & inside[:, 1:]).any())
+        ):
             raise CheckpointError(f"{label}: CDF tables are not valid (must rise strictly from 0 to {precision})")
         if isinstance(m, EntropyBottleneck) and rows != m.quantiles.size(0):
             raise CheckpointError(f"{label}: {rows} CDF rows for {m.quantiles.size(0)} channels")
@@ -155,8 +166,12 @@ class _GuardedCoder:
         string = bytes(string)
         # CompressAI's rANS output is whole 32-bit words, at least the 2-word final state.
         if len(string) < 8 or len(string) % 4:
-            raise FormatError(f"corrupt data: an entropy-coded stream of {len(string)} bytes (expected a multiple of 4, at least 8)")
-        return self.inner.decode_with_indexes(string + bytes(_pad_bytes(len(indexes), len(string))), indexes, cdfs, cdf_lengths, offsets)
+            raise FormatError(
+                f"corrupt data: an entropy-coded stream of {len(string)} bytes (expected a multiple of 4, at least 8)"
+            )
+        return self.inner.decode_with_indexes(
+            string + bytes(_pad_bytes(len(indexes), len(string))), indexes, cdfs, cdf_lengths, offsets
+        )
 
     def __getattr__(self, name: str) -> Any:  # _encoder, _decoder, ...
         return getattr(self.inner, name)
@@ -193,7 +208,9 @@ def _check_encodable(symbols, indexes, cdf_lengths, offsets) -> None:
     raw = np.where(value < 0, -2 * value - 1, 2 * (value - max_value))
     escape = (value < 0) | (value >= max_value)
     if bool((escape & (raw >= (1 << 30))).any()):
-        raise RdkitError("the latent holds NaN, infinite or huge values that the entropy coder cannot code (is the model trained and finite?)")
+        raise RdkitError(
+            "the latent holds NaN, infinite or huge values that the entropy coder cannot code (is the model trained and finite?)"
+        )
     r = raw[escape]
     nibbles = np.zeros_like(r)
     while r.size and bool((r > 0).any()):
@@ -284,7 +301,9 @@ def _as_input(image: np.ndarray, model):
     return to_tensor(image).to(_device(model)).contiguous()
 
 
-def compress_array(model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS) -> bytes:
+def compress_array(
+    model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS
+) -> bytes:
     """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (entropy models must be updated; coded in eval mode)."""
     height, width = _check_image(image, max_pixels)
     guard_entropy_coders(model)
@@ -300,7 +319,9 @@ def compress_array(model, image: np.ndarray, *, mid: bytes | None = None, max_pi
     return container.pack(mid, out, 0, max_pixels=max_pixels)
 
 
-def decompress_bytes(model, data: bytes, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS) -> np.ndarray:
+def decompress_bytes(
+    model, data: bytes, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS
+) -> np.ndarray:
     """Decode ``.rdk`` bytes to a uint8 (H, W, 3) image; any defect raises :class:`FormatError`."""
     import torch
 
@@ -427,7 +448,7 @@ def read_rdk(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from rdkit_ae.checkpoint import atomic_write_bytes
+    from rdkit_ae.files import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, lambda f: f.write(data))
@@ -453,7 +474,11 @@ def encode_image(image: np.ndarray, suffix: str = ".png") -> bytes:
 def _prefixed(exc: RdkitError, source) -> RdkitError:
     """The same kind of error, its message starting with the file it concerns."""
     msg = str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}"
-    kind = type(exc) if type(exc).__init__ is Exception.__init__ else (FormatError if isinstance(exc, FormatError) else RdkitError)
+    kind = (
+        type(exc)
+        if type(exc).__init__ is Exception.__init__
+        else (FormatError if isinstance(exc, FormatError) else RdkitError)
+    )
     return kind(msg)
 
 
@@ -473,15 +498,27 @@ def compress_file(codec: Codec, source: str | Path, output: str | Path, *, verif
             decoded = codec.decompress(data)
             if not np.array_equal(decoded, reference):
                 diff = int((decoded != reference).any(axis=2).sum())
-                raise RdkitError(f"verification failed: the decoded image differs from the model's reconstruction in {diff} pixels")
+                raise RdkitError(
+                    f"verification failed: the decoded image differs from the model's reconstruction in {diff} pixels"
+                )
             verified = True
         _write(Path(output), data)
     except RdkitError as exc:
         raise _prefixed(exc, source) from None
     h, w = image.shape[:2]
     scores = quality(image[None], reference[None])[0]
-    return Report(str(source), str(output), h, w, len(data), container.header_size(data, max_pixels=codec.max_pixels),
-                  scores["psnr"], scores["ssim"], verified, notes)
+    return Report(
+        str(source),
+        str(output),
+        h,
+        w,
+        len(data),
+        container.header_size(data, max_pixels=codec.max_pixels),
+        scores["psnr"],
+        scores["ssim"],
+        verified,
+        notes,
+    )
 
 
 def decompress_file(codec: Codec, source: str | Path, output: str | Path) -> Report:

@@ -140,7 +140,9 @@ def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> P
     if n == 0:
         raise FormatError("empty file: not an .rdk file")
     if data[: len(MAGIC)] != MAGIC[:n]:
-        raise FormatError(f"not an .rdk file (starts with {data[:len(MAGIC)].hex()}, expected {MAGIC.hex()} '{MAGIC.decode()}')")
+        raise FormatError(
+            f"not an .rdk file (starts with {data[: len(MAGIC)].hex()}, expected {MAGIC.hex()} '{MAGIC.decode()}')"
+        )
     if n < MIN_SIZE:
         raise FormatError(f"truncated file: {n} bytes, an .rdk file has at least {MIN_SIZE}")
     version = data[len(MAGIC)]
@@ -181,7 +183,9 @@ def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> P
     if model is not None:
         from rdkit_ae.codec.coder import latent_layout  # lazy: keeps this module model-free
 
-        packed = Packed(model_id, packed.size, strings, latent_layout(model, height, width).shape, version, packed.header_bytes)
+        packed = Packed(
+            model_id, packed.size, strings, latent_layout(model, height, width).shape, version, packed.header_bytes
+        )
     return packed
 
 

@@ -31,8 +31,12 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def new_app(**kwargs: Any) -> typer.Typer:
     kwargs.setdefault("no_args_is_help", True)
-    return typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                       context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
+    return typer.Typer(
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        **kwargs,
+    )
 
 
 app = new_app(name="rdkit", help="rdkit-ae: plugin-based rate-distortion toolkit for learned image compression.")

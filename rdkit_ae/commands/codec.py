@@ -59,8 +59,9 @@ def _progress(console, total: int, label: str):
 
     if total < PROGRESS_FROM:
         return contextlib.nullcontext(None)
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+    )
 
 
 def _run_all(err, pairs, label: str, work) -> list:
@@ -86,11 +87,19 @@ def _fmt(value, spec: str) -> str:
 @handle_errors
 def compress(
     images: List[Path] = typer.Argument(..., help="image files (PNG, JPEG, WebP, BMP, TIFF, ...); any size"),
-    model: Path = typer.Option(..., "--model", "-m", help="checkpoint (.pt) from `rdkit train`; its recipe rebuilds the model"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output file (one input only; default IMAGE with .rdk)"),
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="checkpoint (.pt) from `rdkit train`; its recipe rebuilds the model"
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="output file (one input only; default IMAGE with .rdk)"
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write NAME.rdk for each input into this folder"),
-    verify: bool = typer.Option(False, "--verify", help="decode each file and check it equals the model's reconstruction bit for bit"),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"),
+    verify: bool = typer.Option(
+        False, "--verify", help="decode each file and check it equals the model's reconstruction bit for bit"
+    ),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ) -> None:
     """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
@@ -106,9 +115,12 @@ def compress(
     if len(reports) == 1:
         r = reports[0]
         check = ", verified" if r.verified else ""
-        out.print(f"{r.source} -> {r.output}: {r.width}x{r.height}, {r.nbytes:,} bytes (container {r.header_bytes}), "
-                  f"{r.bpp:.4f} bpp, CR {r.cr:.1f}, PSNR {_fmt(r.psnr, '.2f')} dB, SSIM {_fmt(r.ssim, '.4f')}{check}",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"{r.source} -> {r.output}: {r.width}x{r.height}, {r.nbytes:,} bytes (container {r.header_bytes}), "
+            f"{r.bpp:.4f} bpp, CR {r.cr:.1f}, PSNR {_fmt(r.psnr, '.2f')} dB, SSIM {_fmt(r.ssim, '.4f')}{check}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     _table(out, reports, f"compressed with {codec.source} (model {codec.id_hex})", quality=True)
 
@@ -118,9 +130,13 @@ def compress(
 def decompress(
     files: List[Path] = typer.Argument(..., help=".rdk files"),
     model: Path = typer.Option(..., "--model", "-m", help="the checkpoint that compressed them"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help=f"output image (one input only; default FILE{DECODED_SUFFIX})"),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help=f"output image (one input only; default FILE{DECODED_SUFFIX})"
+    ),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write NAME.png for each input into this folder"),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ) -> None:
     """Decode .rdk files to PNG images (bit-exact: the same file always gives the same pixels)."""
@@ -142,8 +158,11 @@ def decompress(
         return
     if len(reports) == 1:
         r = reports[0]
-        out.print(f"{r.source} -> {r.output}: {r.width}x{r.height} from {r.nbytes:,} bytes, {r.bpp:.4f} bpp, CR {r.cr:.1f}",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"{r.source} -> {r.output}: {r.width}x{r.height} from {r.nbytes:,} bytes, {r.bpp:.4f} bpp, CR {r.cr:.1f}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     _table(out, reports, f"decompressed with {codec.source} (model {codec.id_hex})", quality=False)
 
@@ -166,6 +185,9 @@ def _table(console, reports, title: str, quality: bool) -> None:
     if quality:
         psnrs = [r.psnr for r in reports if r.psnr is not None]
         ssims = [r.ssim for r in reports if r.ssim is not None]
-        row += [_fmt(sum(psnrs) / len(psnrs) if psnrs else None, ".2f"), _fmt(sum(ssims) / len(ssims) if ssims else None, ".4f")]
+        row += [
+            _fmt(sum(psnrs) / len(psnrs) if psnrs else None, ".2f"),
+            _fmt(sum(ssims) / len(ssims) if ssims else None, ".4f"),
+        ]
     table.add_row(*row, style="bold")
     console.print(table)

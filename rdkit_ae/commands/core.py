@@ -20,7 +20,9 @@ def _console():
 
 @app.command()
 @handle_errors
-def plugins(kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encoder, decoder, quantizer or loss")) -> None:
+def plugins(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encoder, decoder, quantizer or loss"),
+) -> None:
     """List registered plugins: kind, name, origin and summary."""
     from rich.table import Table
 
@@ -32,7 +34,9 @@ def plugins(kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encod
     console = _console()
     console.print(table)
     for failure in REGISTRY.failures:
-        console.print(f"[yellow]plugin '{failure.name}' from {failure.origin} failed to load: {failure.error}[/]", soft_wrap=True)
+        console.print(
+            f"[yellow]plugin '{failure.name}' from {failure.origin} failed to load: {failure.error}[/]", soft_wrap=True
+        )
 
 
 @recipes_app.callback(invoke_without_command=True)
@@ -94,6 +98,8 @@ def info(
     bits = model.nominal_bits(h, w)
     if bits is not None:
         bpp = bits / (h * w)
-        console.print(f"fixed rate: {bits} bits = {bits // 8 if bits % 8 == 0 else bits / 8} bytes per image, {bpp:g} bpp, CR {24 / bpp:g}")
+        console.print(
+            f"fixed rate: {bits} bits = {bits // 8 if bits % 8 == 0 else bits / 8} bytes per image, {bpp:g} bpp, CR {24 / bpp:g}"
+        )
     else:
         console.print("entropy-coded: the rate depends on the image (see `rdkit eval`)")

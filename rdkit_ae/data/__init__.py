@@ -11,4 +11,13 @@ from rdkit_ae.data.sources import (
     to_uint8,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "image_size", "iter_images", "load_images", "read_image", "to_tensor", "to_uint8"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageSet",
+    "image_size",
+    "iter_images",
+    "load_images",
+    "read_image",
+    "to_tensor",
+    "to_uint8",
+]

@@ -84,8 +84,16 @@ class ImageDataset(Dataset):
     arrays is a single gather.
     """
 
-    def __init__(self, images: ImageSet, crop_size: int, *, train: bool, hflip: bool = False,
-                 color_jitter: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        images: ImageSet,
+        crop_size: int,
+        *,
+        train: bool,
+        hflip: bool = False,
+        color_jitter: float = 0.0,
+        seed: int = 0,
+    ):
         if len(images) == 0:
             from rdkit_ae.errors import DataError
 
@@ -157,8 +165,9 @@ def _collate(batch: torch.Tensor) -> torch.Tensor:
     return batch  # __getitems__ already returns the batch tensor
 
 
-def train_batches(dataset: Dataset, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1,
-                  skip: int = 0) -> list[list[int]]:
+def train_batches(
+    dataset: Dataset, batch_size: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1, skip: int = 0
+) -> list[list[int]]:
     """This rank's shuffled batches of one epoch, from a DistributedSampler seeded by (seed, epoch).
 
     With several processes the sampler pads the epoch so every rank gets the
@@ -187,11 +196,24 @@ def loader(dataset: Dataset, batches: list[list[int]], *, workers: int = 0, pin_
     from the global torch RNG, which also drives quantisation noise, and a
     resumed run would see a different noise stream.
     """
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-                      pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator())
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        generator=torch.Generator(),
+    )
 
 
 def describe(dataset: ImageDataset) -> str:
     src = dataset.images
-    kind = "array" if src.array is not None else f"{len(src)} files under {Path(src.files[0]).parent}" if src.files else "empty"
+    kind = (
+        "array"
+        if src.array is not None
+        else f"{len(src)} files under {Path(src.files[0]).parent}"
+        if src.files
+        else "empty"
+    )
     return f"{len(dataset)} images ({kind}), patches {dataset.patch[0]}x{dataset.patch[1]}"

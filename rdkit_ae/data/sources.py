@@ -103,7 +103,9 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f.files:
-                raise DataError(f"{path}: .npz must hold a uint8 array 'x' of shape (N, H, W, 3); found {', '.join(f.files) or 'nothing'}")
+                raise DataError(
+                    f"{path}: .npz must hold a uint8 array 'x' of shape (N, H, W, 3); found {', '.join(f.files) or 'nothing'}"
+                )
             x = f["x"]
             y = f["y"] if "y" in f.files else None
     except (OSError, ValueError) as exc:
@@ -184,8 +186,15 @@ def _split_index(n: int, split: str, val_fraction: float, seed: int) -> np.ndarr
     return np.sort(perm[:n_val] if split == "val" else perm[n_val:])
 
 
-def load_images(spec: str | Path, split: str = "all", *, val_fraction: float = 0.1, seed: int = 0,
-                limit: int | None = None, download: bool = True) -> ImageSet:
+def load_images(
+    spec: str | Path,
+    split: str = "all",
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    download: bool = True,
+) -> ImageSet:
     """Resolve ``--data`` and return one split of it.
 
     ``cifar10`` (or a folder holding ``cifar-10-batches-py``) uses the official

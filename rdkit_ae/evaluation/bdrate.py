@@ -62,8 +62,11 @@ def clean_curve(rates: Sequence[float], quality: Sequence[float]) -> Curve:
     """Sort by rate and keep the upper envelope (each point must improve on all cheaper ones)."""
     if len(rates) != len(quality):
         raise ValueError(f"a curve needs as many rates as qualities ({len(rates)} vs {len(quality)})")
-    pts = [(float(r), float(q)) for r, q in zip(rates, quality)
-           if r is not None and q is not None and math.isfinite(float(r)) and math.isfinite(float(q)) and float(r) > 0]
+    pts = [
+        (float(r), float(q))
+        for r, q in zip(rates, quality)
+        if r is not None and q is not None and math.isfinite(float(r)) and math.isfinite(float(q)) and float(r) > 0
+    ]
     pts.sort(key=lambda p: (p[0], -p[1]))
     kept: list[tuple[float, float]] = []
     for r, q in pts:
@@ -98,14 +101,22 @@ def _span(values: np.ndarray, unit: str, fmt: str = ".2f") -> str:
     return f"{values.min():{fmt}}-{values.max():{fmt}} {unit}"
 
 
-def bjontegaard(anchor_rate: Sequence[float], anchor_psnr: Sequence[float],
-                test_rate: Sequence[float], test_psnr: Sequence[float], method: str = "auto") -> BDResult:
+def bjontegaard(
+    anchor_rate: Sequence[float],
+    anchor_psnr: Sequence[float],
+    test_rate: Sequence[float],
+    test_psnr: Sequence[float],
+    method: str = "auto",
+) -> BDResult:
     """BD-rate (%) and BD-PSNR (dB) of a test curve against an anchor curve."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     a, t = clean_curve(anchor_rate, anchor_psnr), clean_curve(test_rate, test_psnr)
-    notes = [f"{who}: {c.dropped} point(s) dropped (invalid or dominated: no PSNR gain for more bits)"
-             for who, c in (("anchor", a), ("test", t)) if c.dropped]
+    notes = [
+        f"{who}: {c.dropped} point(s) dropped (invalid or dominated: no PSNR gain for more bits)"
+        for who, c in (("anchor", a), ("test", t))
+        if c.dropped
+    ]
     n = min(len(a.rate), len(t.rate))
     if n < 2:
         notes.append("a curve has fewer than 2 usable points: not computed")
@@ -115,20 +126,28 @@ def bjontegaard(anchor_rate: Sequence[float], anchor_psnr: Sequence[float],
     elif method == "cubic" and n < 4:
         raise ValueError("the cubic fit needs at least 4 points per curve")
     if method == "linear" and n < 4:
-        notes.append(f"fewer than 4 points ({len(a.rate)} anchor, {len(t.rate)} test): piecewise-linear in log-rate instead of a cubic")
+        notes.append(
+            f"fewer than 4 points ({len(a.rate)} anchor, {len(t.rate)} test): piecewise-linear in log-rate instead of a cubic"
+        )
 
     d_log_rate, q_overlap = _mean_difference(a.quality, a.log_rate, t.quality, t.log_rate, method)
     bd_rate = None if d_log_rate is None else (math.exp(d_log_rate) - 1.0) * 100.0
     if q_overlap is None:
-        notes.append(f"no PSNR overlap (test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')}): BD-rate not computed, no extrapolation")
+        notes.append(
+            f"no PSNR overlap (test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')}): BD-rate not computed, no extrapolation"
+        )
     elif q_overlap != (a.quality.min(), a.quality.max()) or q_overlap != (t.quality.min(), t.quality.max()):
-        notes.append(f"BD-rate over the PSNR overlap {q_overlap[0]:.2f}-{q_overlap[1]:.2f} dB only "
-                     f"(test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')})")
+        notes.append(
+            f"BD-rate over the PSNR overlap {q_overlap[0]:.2f}-{q_overlap[1]:.2f} dB only "
+            f"(test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')})"
+        )
 
     d_psnr, lr_overlap = _mean_difference(a.log_rate, a.quality, t.log_rate, t.quality, method)
     rate_overlap = None if lr_overlap is None else (math.exp(lr_overlap[0]), math.exp(lr_overlap[1]))
     if rate_overlap is None:
-        notes.append(f"no rate overlap (test {_span(t.rate, 'bpp', '.3f')}, anchor {_span(a.rate, 'bpp', '.3f')}): BD-PSNR not computed")
+        notes.append(
+            f"no rate overlap (test {_span(t.rate, 'bpp', '.3f')}, anchor {_span(a.rate, 'bpp', '.3f')}): BD-PSNR not computed"
+        )
     elif lr_overlap != (a.log_rate.min(), a.log_rate.max()) or lr_overlap != (t.log_rate.min(), t.log_rate.max()):
         notes.append(f"BD-PSNR over the rate overlap {rate_overlap[0]:.3f}-{rate_overlap[1]:.3f} bpp only")
     return BDResult(bd_rate, d_psnr, method, q_overlap, rate_overlap, notes)

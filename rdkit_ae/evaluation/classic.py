@@ -78,8 +78,14 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def evaluate_codec(images, codec: str, quality: int, *, options: dict[str, Any] | None = None,
-                   progress: Callable[[int], None] | None = None) -> EvalResult:
+def evaluate_codec(
+    images,
+    codec: str,
+    quality: int,
+    *,
+    options: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Code every image of an ImageSet at one quality; records follow ``evaluate``'s schema."""
     from PIL import __version__ as pillow_version
 
@@ -110,20 +116,43 @@ def evaluate_codec(images, codec: str, quality: int, *, options: dict[str, Any] 
         H, W = batch.shape[1:3]
         for i, name in enumerate(names):
             bpp = 8.0 * sizes[i] / (H * W)
-            records.append({"name": name, "height": int(H), "width": int(W), "bytes": sizes[i], "bpp": bpp,
-                            "cr": cr_from_bpp(bpp), **scores[i], "encoding_time": t_enc[i],
-                            "decoding_time": t_dec[i], "quality": int(quality)})
+            records.append(
+                {
+                    "name": name,
+                    "height": int(H),
+                    "width": int(W),
+                    "bytes": sizes[i],
+                    "bpp": bpp,
+                    "cr": cr_from_bpp(bpp),
+                    **scores[i],
+                    "encoding_time": t_enc[i],
+                    "decoding_time": t_dec[i],
+                    "quality": int(quality),
+                }
+            )
         if progress is not None:
             progress(len(names))
     settings = ", ".join(f"{k}={v}" for k, v in {**c.options, **options}.items())
     description = f"Pillow {pillow_version} {c.label}, full file bytes" + (f", {settings}" if settings else "")
-    meta = {"codec": c.label, "quality": int(quality), "options": {**c.options, **options}, "pillow": pillow_version,
-            "data": getattr(images, "name", ""), "n_images": len(records)}
+    meta = {
+        "codec": c.label,
+        "quality": int(quality),
+        "options": {**c.options, **options},
+        "pillow": pillow_version,
+        "data": getattr(images, "name", ""),
+        "n_images": len(records),
+    }
     return EvalResult(c.label, description, records, summarize(records), meta)
 
 
-def sweep(images, codec: str, qualities: Sequence[int] | None = None, *, options: dict[str, Any] | None = None,
-          progress: Callable[[int], None] | None = None) -> list[EvalResult]:
+def sweep(
+    images,
+    codec: str,
+    qualities: Sequence[int] | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[EvalResult]:
     """One :class:`EvalResult` per quality (the default qualities span the codec's useful range)."""
     qs = list(qualities) if qualities is not None else list(get_codec(codec).default_qualities)
     return [evaluate_codec(images, codec, q, options=options, progress=progress) for q in qs]

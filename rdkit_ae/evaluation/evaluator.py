@@ -14,8 +14,6 @@ size; ``cr = 24 / bpp`` (8-bit RGB). Images of one size that are small
 from __future__ import annotations
 
 import csv
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from rdkit_ae.errors import RdkitError
+from rdkit_ae.files import write_json
 
 BITS_PER_PIXEL_RGB = 24.0
 MAX_BATCHED_PIXELS = 256 * 256  # larger images are coded one at a time (memory, and Kodak sizes vary)
@@ -113,26 +112,9 @@ def compressai_entry(name: str, description: str, summaries: Sequence[dict[str, 
     return {"name": name, "description": description, "results": results}
 
 
-def json_safe(obj: Any) -> Any:
-    """Replace non-finite floats (PSNR of identical images is inf) by None so the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def write_records_csv(path: str | Path, records: Sequence[dict[str, Any]], leading: dict[str, Any] | None = None) -> None:
+def write_records_csv(
+    path: str | Path, records: Sequence[dict[str, Any]], leading: dict[str, Any] | None = None
+) -> None:
     """Write dict rows; columns are the union of keys in first-seen order."""
     rows = [{**(leading or {}), **r} for r in records]
     columns: list[str] = []
@@ -193,6 +175,7 @@ def bytes_per_image(strings: Any, batch: int) -> list[int]:
     A stream is a list with one bytes object per image; quantizers may return
     several streams (e.g. y and z of a hyperprior), possibly nested.
     """
+
     def is_bytes(s: Any) -> bool:
         return isinstance(s, (bytes, bytearray, memoryview))
 
@@ -289,7 +272,9 @@ def evaluate(
     return EvalResult(name, description, records, summarize(records), meta)
 
 
-def _evaluate_batch(model, names, batch, device, check_exact, pack, to_tensor, to_uint8, quality) -> list[dict[str, Any]]:
+def _evaluate_batch(
+    model, names, batch, device, check_exact, pack, to_tensor, to_uint8, quality
+) -> list[dict[str, Any]]:
     import torch
 
     B, H, W = batch.shape[:3]
@@ -335,14 +320,18 @@ def _mismatch_message(names, reference, decoded) -> str:
 
     where = f"batch of {len(names)} starting at {names[0]}"
     if reference.shape != decoded.shape:
-        return (f"BIT-EXACT CHECK FAILED ({where}): decoded shape {tuple(decoded.shape)} != forward shape "
-                f"{tuple(reference.shape)}; the encoder and decoder disagree, so these bitstreams cannot be trusted")
+        return (
+            f"BIT-EXACT CHECK FAILED ({where}): decoded shape {tuple(decoded.shape)} != forward shape "
+            f"{tuple(reference.shape)}; the encoder and decoder disagree, so these bitstreams cannot be trusted"
+        )
     diff = (reference - decoded).abs().flatten(1)
     bad = int((diff > 0).any(dim=1).sum()) if diff.numel() else 0
     worst = float(torch.nan_to_num(diff, nan=float("inf")).max()) if diff.numel() else 0.0
-    return (f"BIT-EXACT CHECK FAILED ({where}): decompress(compress(x)) differs from the eval-mode forward "
-            f"reconstruction on {bad} of {len(names)} images (max abs diff {worst:.3g} on [0, 1]); the encoder and "
-            "decoder disagree, so these bitstreams cannot be trusted")
+    return (
+        f"BIT-EXACT CHECK FAILED ({where}): decompress(compress(x)) differs from the eval-mode forward "
+        f"reconstruction on {bad} of {len(names)} images (max abs diff {worst:.3g} on [0, 1]); the encoder and "
+        "decoder disagree, so these bitstreams cannot be trusted"
+    )
 
 
 # -- checkpoints ----------------------------------------------------------------
@@ -356,12 +345,17 @@ def evaluate_checkpoint(path: str | Path, images, **kwargs: Any) -> EvalResult:
     return res
 
 
-def results_curve(results: Sequence[EvalResult], name: str | None = None, description: str | None = None) -> dict[str, Any]:
+def results_curve(
+    results: Sequence[EvalResult], name: str | None = None, description: str | None = None
+) -> dict[str, Any]:
     """Several evaluations (e.g. one per checkpoint) as the points of one CompressAI curve, like
     ``compressai.utils.eval_model`` does with several checkpoints."""
     if not results:
         raise RdkitError("no evaluations to combine")
     names = list(dict.fromkeys(r.name for r in results))
     descriptions = list(dict.fromkeys(r.description for r in results if r.description))
-    return compressai_entry(name or "+".join(names), description if description is not None else "; ".join(descriptions),
-                            [r.summary for r in results])
+    return compressai_entry(
+        name or "+".join(names),
+        description if description is not None else "; ".join(descriptions),
+        [r.summary for r in results],
+    )

@@ -75,4 +75,6 @@ def quality(original: np.ndarray, decoded: np.ndarray) -> list[dict[str, float |
     m = mse(original, decoded)
     s = ssim(original, decoded)
     ms = ms_ssim(original, decoded)
-    return [{"mse": float(m[i]), "psnr": psnr_from_mse(float(m[i])), "ssim": s[i], "ms_ssim": ms[i]} for i in range(len(m))]
+    return [
+        {"mse": float(m[i]), "psnr": psnr_from_mse(float(m[i])), "ssim": s[i], "ms_ssim": ms[i]} for i in range(len(m))
+    ]

@@ -23,8 +23,14 @@ def _cr(bpp):
     return np.divide(24.0, bpp, out=np.full_like(bpp, np.inf), where=bpp > 0)
 
 
-def plot_rd(entries: Sequence[dict[str, Any]], path: str | Path, *, title: str = "",
-            kinds: dict[str, str] | None = None, dpi: int = 150) -> Path:
+def plot_rd(
+    entries: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "",
+    kinds: dict[str, str] | None = None,
+    dpi: int = 150,
+) -> Path:
     """Draw one line per curve in a PSNR panel and an SSIM panel; save as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,8 +49,16 @@ def plot_rd(entries: Sequence[dict[str, Any]], path: str | Path, *, title: str =
                 continue
             order = np.argsort(r["bpp"])
             x, y = np.asarray(r["bpp"])[order], np.asarray(r[key])[order]
-            ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.3,
-                    linestyle=LINESTYLES.get(kinds.get(e["name"], "learned"), "-"), label=e["name"], color=f"C{i % 10}")
+            ax.plot(
+                x,
+                y,
+                marker="o",
+                markersize=3.5,
+                linewidth=1.3,
+                linestyle=LINESTYLES.get(kinds.get(e["name"], "learned"), "-"),
+                label=e["name"],
+                color=f"C{i % 10}",
+            )
             drawn += 1
         ax.set_xscale("log")
         ax.set_xlabel("rate (bpp, log scale)")

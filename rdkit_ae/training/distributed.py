@@ -178,7 +178,9 @@ def from_rank0(info: DistInfo, fn: Callable[[], T]) -> T:
         try:
             value = fn()
         except Exception as exc:  # tell the other ranks, which would otherwise wait forever
-            broadcast_object((False, str(exc) if isinstance(exc, RdkitError) else f"rank 0 failed: {type(exc).__name__}: {exc}"))
+            broadcast_object(
+                (False, str(exc) if isinstance(exc, RdkitError) else f"rank 0 failed: {type(exc).__name__}: {exc}")
+            )
             raise
         broadcast_object((True, value))
         return value

@@ -12,28 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rdkit_ae.checkpoint import atomic_write_bytes
-
-
-def json_safe(obj: Any) -> Any:
-    """Non-finite floats -> None, numpy scalars -> Python, so every line is standard JSON."""
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    text = json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+from rdkit_ae.files import atomic_write_bytes, json_safe
 
 
 class MetricsLog:
@@ -84,7 +63,7 @@ def loss_terms(metrics: Sequence[dict[str, Any]]) -> list[str]:
         for key in rec:
             for prefix in ("train_", "val_"):
                 if key.startswith(prefix):
-                    name = key[len(prefix):]
+                    name = key[len(prefix) :]
                     if name not in names and name not in skip:
                         names.append(name)
     return sorted(names, key=lambda n: (n != "loss", n == "aux", names.index(n)))
@@ -111,7 +90,7 @@ def plot_loss_curves(metrics: Sequence[dict[str, Any]], path: str | Path, title:
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title)
@@ -119,8 +98,13 @@ def plot_loss_curves(metrics: Sequence[dict[str, Any]], path: str | Path, title:
     _save_figure(fig, path, plt)
 
 
-def plot_comparison(originals: np.ndarray, reconstructions: np.ndarray, path: str | Path,
-                    labels: Sequence[str] | None = None, title: str = "") -> None:
+def plot_comparison(
+    originals: np.ndarray,
+    reconstructions: np.ndarray,
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    title: str = "",
+) -> None:
     """Originals (top row) above their reconstructions (bottom row); uint8 (N, H, W, 3)."""
     plt = _pyplot()
     n = len(originals)

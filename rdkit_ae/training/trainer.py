@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdkit_ae.training import distributed as dist
-from rdkit_ae.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from rdkit_ae.checkpoint import load_checkpoint, save_checkpoint
 from rdkit_ae.errors import CheckpointError, RdkitError, RecipeError
+from rdkit_ae.files import atomic_write_bytes
 from rdkit_ae.recipe import Recipe, load_recipe
+from rdkit_ae.training import distributed as dist
 
 SCHEDULE_INTERVALS = ("epoch", "step")
 RUNS_DIR = Path("runs")
@@ -133,7 +134,13 @@ class LRSchedule:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "base_lrs": list(self.base_lrs), "kind": self.kind, "interval": self.interval, "horizon": self.horizon}
+        return {
+            "t": self.t,
+            "base_lrs": list(self.base_lrs),
+            "kind": self.kind,
+            "interval": self.interval,
+            "horizon": self.horizon,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.t = int(state["t"])
@@ -148,9 +155,15 @@ class TrainStep:
     never reads a value back to the host, so GPU steps stay asynchronous.
     """
 
-    def __init__(self, model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer,
-                 aux_optimizer: torch.optim.Optimizer | None = None, clip_grad: float = 0.0,
-                 forward: nn.Module | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        aux_optimizer: torch.optim.Optimizer | None = None,
+        clip_grad: float = 0.0,
+        forward: nn.Module | None = None,
+    ):
         from compressai.entropy_models import EntropyBottleneck
 
         self.model, self.objective = model, objective
@@ -190,7 +203,9 @@ def build_training(recipe: Recipe, device: torch.device | str = "cpu", steps_per
 
     interval = recipe.train["schedule_interval"]
     if interval not in SCHEDULE_INTERVALS:
-        raise RecipeError(f"{recipe.source}: [train] schedule_interval '{interval}' is not one of: {', '.join(SCHEDULE_INTERVALS)}")
+        raise RecipeError(
+            f"{recipe.source}: [train] schedule_interval '{interval}' is not one of: {', '.join(SCHEDULE_INTERVALS)}"
+        )
     model = build_model(recipe).to(device)
     objective = build_objective(recipe).to(device)
     opt, aux_opt = build_optimizers(model, recipe.train, recipe.source)
@@ -207,8 +222,13 @@ def _rng_capture() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         "python": [py[0], list(py[1]), py[2]],
-        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -220,7 +240,9 @@ def _rng_restore(state: Mapping[str, Any], rank_torch: Tensor | None = None) -> 
     v, internal, gauss = state["python"]
     random.setstate((int(v), tuple(int(i) for i in internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
@@ -312,20 +334,46 @@ def _one_line(exc: BaseException) -> str:
 class Trainer:
     """Runs one training invocation; :func:`train` is the public entry point."""
 
-    def __init__(self, recipe: Recipe | str | Path | None, data: str | Path, out: str | Path | None, *,
-                 overrides: Sequence[str] | Mapping[str, Any] = (), epochs: int | None = None,
-                 max_steps: int | None = None, limit_train: int | None = None, limit_val: int | None = None,
-                 time_budget: float | None = None, val_fraction: float = 0.1, seed: int | None = None,
-                 device: str = "auto", threads: int | None = None, resume: str | Path | None = None,
-                 quiet: bool = False, evaluate: bool = True, workers: int = 0):
+    def __init__(
+        self,
+        recipe: Recipe | str | Path | None,
+        data: str | Path,
+        out: str | Path | None,
+        *,
+        overrides: Sequence[str] | Mapping[str, Any] = (),
+        epochs: int | None = None,
+        max_steps: int | None = None,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        time_budget: float | None = None,
+        val_fraction: float = 0.1,
+        seed: int | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        resume: str | Path | None = None,
+        quiet: bool = False,
+        evaluate: bool = True,
+        workers: int = 0,
+    ):
         self.info = dist.env_info()
         self.quiet = quiet or not self.info.is_main
         self.max_steps, self.time_budget = max_steps, time_budget
         self.do_eval, self.workers = evaluate, int(workers)
         self._check_budget_args(epochs, max_steps, limit_train, limit_val, time_budget, workers)
-        self.args = dict(recipe=recipe, data=str(data), out=out, overrides=overrides, epochs=epochs,
-                         limit_train=limit_train, limit_val=limit_val, val_fraction=val_fraction, seed=seed,
-                         device=device, threads=threads, resume=resume)
+        self.args = dict(
+            recipe=recipe,
+            data=str(data),
+            out=out,
+            overrides=overrides,
+            epochs=epochs,
+            limit_train=limit_train,
+            limit_val=limit_val,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+            threads=threads,
+            resume=resume,
+        )
         self.console = None
         if not self.quiet:
             from rich.console import Console
@@ -334,7 +382,12 @@ class Trainer:
 
     @staticmethod
     def _check_budget_args(epochs, max_steps, limit_train, limit_val, time_budget, workers) -> None:
-        for name, value in (("epochs", epochs), ("max_steps", max_steps), ("limit_train", limit_train), ("limit_val", limit_val)):
+        for name, value in (
+            ("epochs", epochs),
+            ("max_steps", max_steps),
+            ("limit_train", limit_train),
+            ("limit_val", limit_val),
+        ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise RdkitError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
@@ -362,7 +415,9 @@ class Trainer:
         if plan:
             recipe = load_recipe(recipe, plan)
         threads = int(a["threads"]) if a["threads"] else torch.get_num_threads()
-        cfg = _RunConfig(a["data"], float(a["val_fraction"]), a["limit_train"], a["limit_val"], self.info.world_size, threads)
+        cfg = _RunConfig(
+            a["data"], float(a["val_fraction"]), a["limit_train"], a["limit_val"], self.info.world_size, threads
+        )
         out = self._new_out_dir(recipe, a["out"])
         return recipe, cfg, None, out
 
@@ -378,7 +433,9 @@ class Trainer:
             else:
                 path = Path(out).expanduser()
                 if (path / LAST).exists():
-                    raise RdkitError(f"{path} already holds a run ({LAST}); continue it with --resume {path} or choose another --out")
+                    raise RdkitError(
+                        f"{path} already holds a run ({LAST}); continue it with --resume {path} or choose another --out"
+                    )
                 if path.exists() and not path.is_dir():
                     raise RdkitError(f"--out {path} exists and is not a folder")
             try:
@@ -404,7 +461,9 @@ class Trainer:
             payload = load_checkpoint(ckpt_path)
             for key in ("optimizer", "scheduler", "position", "run", "rng"):
                 if key not in payload:
-                    raise CheckpointError(f"{ckpt_path}: not a training checkpoint (no '{key}'); only runs of `rdkit train` can be resumed")
+                    raise CheckpointError(
+                        f"{ckpt_path}: not a training checkpoint (no '{key}'); only runs of `rdkit train` can be resumed"
+                    )
             return str(run_dir), str(ckpt_path), payload
 
         # Only rank 0 needs to see the run folder (other nodes may not share its file system).
@@ -415,35 +474,51 @@ class Trainer:
             raise RdkitError("--set cannot change the recipe of a resumed run (it continues the stored one)")
         if a["recipe"] is not None:
             asked = load_recipe(a["recipe"])
-            stored_wo_plan = load_recipe(recipe, {"train.epochs": asked.train["epochs"], "train.seed": asked.train["seed"]})
+            stored_wo_plan = load_recipe(
+                recipe, {"train.epochs": asked.train["epochs"], "train.seed": asked.train["seed"]}
+            )
             if asked.digest() != stored_wo_plan.digest():
-                raise RdkitError(f"--recipe {a['recipe']} differs from the recipe stored in {ckpt_path}; drop --recipe to resume")
+                raise RdkitError(
+                    f"--recipe {a['recipe']} differs from the recipe stored in {ckpt_path}; drop --recipe to resume"
+                )
         if a["seed"] is not None and int(a["seed"]) != recipe.train["seed"]:
-            raise RdkitError(f"--seed {a['seed']} differs from the run's seed {recipe.train['seed']}; a resumed run keeps its seed")
+            raise RdkitError(
+                f"--seed {a['seed']} differs from the run's seed {recipe.train['seed']}; a resumed run keeps its seed"
+            )
         if a["epochs"] is not None and int(a["epochs"]) != recipe.train["epochs"]:
             before = recipe.train["epochs"]
             recipe = load_recipe(recipe, {"train.epochs": int(a["epochs"])})
-            self.say(f"[yellow]note: the plan changes from {before} to {a['epochs']} epochs; "
-                     "the learning-rate schedule follows the new length[/]")
+            self.say(
+                f"[yellow]note: the plan changes from {before} to {a['epochs']} epochs; "
+                "the learning-rate schedule follows the new length[/]"
+            )
         stored = payload["run"]
         data = stored["data"] if a["data"] in ("cifar10", stored["data"]) else a["data"]
         if data != stored["data"]:
             self.say(f"[yellow]note: reading the data from {_esc(data)} (the run used {_esc(stored['data'])})[/]")
         threads = int(a["threads"]) if a["threads"] else int(stored.get("threads") or torch.get_num_threads())
-        cfg = _RunConfig(data, float(stored["val_fraction"]),
-                         a["limit_train"] if a["limit_train"] is not None else stored["limit_train"],
-                         a["limit_val"] if a["limit_val"] is not None else stored["limit_val"],
-                         self.info.world_size, threads)
+        cfg = _RunConfig(
+            data,
+            float(stored["val_fraction"]),
+            a["limit_train"] if a["limit_train"] is not None else stored["limit_train"],
+            a["limit_val"] if a["limit_val"] is not None else stored["limit_val"],
+            self.info.world_size,
+            threads,
+        )
         if cfg.limit_train != stored["limit_train"]:
-            self.say("[yellow]note: --limit-train differs from the run's; epochs will not match an uninterrupted run[/]")
+            self.say(
+                "[yellow]note: --limit-train differs from the run's; epochs will not match an uninterrupted run[/]"
+            )
         if self.info.world_size != int(stored.get("world_size", 1)):
-            self.say(f"[yellow]note: resuming with {self.info.world_size} process(es) instead of {stored.get('world_size', 1)}; "
-                     "data order and results will differ from an uninterrupted run[/]")
+            self.say(
+                f"[yellow]note: resuming with {self.info.world_size} process(es) instead of {stored.get('world_size', 1)}; "
+                "data order and results will differ from an uninterrupted run[/]"
+            )
         return recipe, cfg, payload, run_dir
 
     def _load_data(self, recipe: Recipe, cfg: _RunConfig):
-        from rdkit_ae.data.sources import load_images
         from rdkit_ae.data.datasets import ImageDataset
+        from rdkit_ae.data.sources import load_images
 
         seed = int(recipe.train["seed"])
         t = recipe.train
@@ -456,8 +531,14 @@ class Trainer:
 
         # Rank 0 first: a CIFAR-10 download happens once, not once per process.
         train_images, val_images = dist.rank0_first(self.info, load, "loading the data")
-        train_set = ImageDataset(train_images, int(t["crop_size"]), train=True, hflip=aug["hflip"],
-                                 color_jitter=aug["color_jitter"], seed=seed)
+        train_set = ImageDataset(
+            train_images,
+            int(t["crop_size"]),
+            train=True,
+            hflip=aug["hflip"],
+            color_jitter=aug["color_jitter"],
+            seed=seed,
+        )
         val_set = ImageDataset(val_images, int(t["crop_size"]), train=False)
         return train_images, val_images, train_set, val_set
 
@@ -490,7 +571,9 @@ class Trainer:
         seed_everything(seed)
         self.train_images, self.val_images, self.train_set, self.val_set = self._load_data(recipe, cfg)
         self.batch_size = int(t["batch_size"])
-        self.steps_per_epoch = len(train_batches(self.train_set, self.batch_size, 0, seed, self.info.rank, self.info.world_size))
+        self.steps_per_epoch = len(
+            train_batches(self.train_set, self.batch_size, 0, seed, self.info.rank, self.info.world_size)
+        )
         seed_everything(seed)  # model initialisation does not depend on how the data was loaded
         model, objective, opt, aux_opt, schedule = build_training(recipe, device, self.steps_per_epoch)
         self.model, self.objective, self.opt, self.aux_opt, self.schedule = model, objective, opt, aux_opt, schedule
@@ -509,7 +592,9 @@ class Trainer:
         self.pos = pos
         plan_epochs = int(t["epochs"])
         if pos.epoch >= plan_epochs:
-            raise RdkitError(f"the run in {out} already finished its {plan_epochs} epochs; pass --epochs N (more) to train longer")
+            raise RdkitError(
+                f"the run in {out} already finished its {plan_epochs} epochs; pass --epochs N (more) to train longer"
+            )
         if self.max_steps is not None and pos.step >= self.max_steps:
             raise RdkitError(f"the run in {out} already did {pos.step} steps; raise --max-steps or drop it to go on")
         if self.info.is_main:
@@ -523,7 +608,11 @@ class Trainer:
             f"{cfg.threads} thread(s); train {_esc(describe(self.train_set))}; val {len(self.val_set)} images; "
             f"{plan_epochs} epochs of {self.steps_per_epoch} steps (batch {self.batch_size}"
             f"{' per process' if self.info.enabled else ''}); run folder {_esc(out)}"
-            + (f"; resuming at epoch {pos.epoch + 1}" + (f", batch {pos.batch + 1}" if pos.batch else "") if payload is not None else "")
+            + (
+                f"; resuming at epoch {pos.epoch + 1}" + (f", batch {pos.batch + 1}" if pos.batch else "")
+                if payload is not None
+                else ""
+            )
         )
         stop = _StopRequest()
         with stop.installed():
@@ -536,7 +625,9 @@ class Trainer:
                 f"interrupted during the final evaluation; the checkpoints in {out} are complete; evaluate with: "
                 f"rdkit eval {out / BEST} --data {cfg.data} --split val --val-fraction {cfg.val_fraction:g} --seed {t['seed']}"
                 + (f" --limit {cfg.limit_val}" if cfg.limit_val else ""),
-                out, out / BEST, signal.SIGINT,
+                out,
+                out / BEST,
+                signal.SIGINT,
             ) from None
 
     def _restore(self, payload: Mapping[str, Any]) -> _Position:
@@ -546,7 +637,9 @@ class Trainer:
             if self.aux_opt is not None:
                 self.aux_opt.load_state_dict(payload["aux_optimizer"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{self.out / LAST}: cannot restore the training state ({_one_line(exc)[:200]})") from None
+            raise CheckpointError(
+                f"{self.out / LAST}: cannot restore the training state ({_one_line(exc)[:200]})"
+            ) from None
         self.schedule.load_state_dict(payload["scheduler"])
         p = payload["position"]
         acc = payload.get("epoch_acc")
@@ -575,7 +668,9 @@ class Trainer:
                 self.pos.acc = None
                 if self.schedule.interval == "epoch":
                     self.schedule.step()
-            improved = self.pos.best_loss is None or (val["val_loss"] is not None and val["val_loss"] < self.pos.best_loss)
+            improved = self.pos.best_loss is None or (
+                val["val_loss"] is not None and val["val_loss"] < self.pos.best_loss
+            )
             if improved:
                 self.pos.best_loss, self.pos.best_epoch = val["val_loss"], record["epoch_progress"]
             self._save_checkpoints(best=improved)
@@ -604,8 +699,15 @@ class Trainer:
         info, pos = self.info, self.pos
         epoch = pos.epoch
         self.train_set.set_epoch(epoch)
-        batches = train_batches(self.train_set, self.batch_size, epoch, int(self.recipe.train["seed"]),
-                                info.rank, info.world_size, skip=pos.batch)
+        batches = train_batches(
+            self.train_set,
+            self.batch_size,
+            epoch,
+            int(self.recipe.train["seed"]),
+            info.rank,
+            info.world_size,
+            skip=pos.batch,
+        )
         if self.max_steps is not None:
             batches = batches[: max(0, self.max_steps - pos.step)]
         complete = pos.batch + len(batches) >= self.steps_per_epoch
@@ -673,11 +775,18 @@ class Trainer:
         self._write_figures(final=False)
         p = self.pos
         where = f"epoch {p.epoch + 1}, batch {p.batch}" if p.batch else f"the end of epoch {p.epoch}"
-        how = f"torchrun --nproc_per_node={self.info.world_size} -m rdkit_ae train" if self.info.enabled else "rdkit train"
+        how = (
+            f"torchrun --nproc_per_node={self.info.world_size} -m rdkit_ae train"
+            if self.info.enabled
+            else "rdkit train"
+        )
         raise TrainingInterrupted(
             f"interrupted ({name}) at {where} (step {p.step}); checkpoint saved in {self.out / LAST}; "
             f"resume with: {how} --resume {self.out}",
-            self.out, self.out / LAST, signum, self.info.is_main,
+            self.out,
+            self.out / LAST,
+            signum,
+            self.info.is_main,
         )
 
     # -- validation -------------------------------------------------------------
@@ -721,10 +830,13 @@ class Trainer:
         return res
 
     # -- records and output -------------------------------------------------------
-    def _record(self, plan_epochs: int, complete: bool, train_time: float, images: int, val: dict[str, Any],
-                elapsed: float) -> dict[str, Any]:
+    def _record(
+        self, plan_epochs: int, complete: bool, train_time: float, images: int, val: dict[str, Any], elapsed: float
+    ) -> dict[str, Any]:
         p = self.pos
-        acc = dist.all_reduce(p.acc.detach().clone()).tolist() if p.acc is not None else [math.nan] * len(self.term_names)
+        acc = (
+            dist.all_reduce(p.acc.detach().clone()).tolist() if p.acc is not None else [math.nan] * len(self.term_names)
+        )
         steps = max(1, p.batch * self.info.world_size)
         rec: dict[str, Any] = {
             "epoch": p.epoch + 1,
@@ -748,7 +860,8 @@ class Trainer:
         ips = f"{rec['images_per_s']:,.0f} img/s" if rec.get("images_per_s") else ""
         label = f"epoch {rec['epoch']}/{plan_epochs}" + (" (partial)" if rec["partial"] else "")
         self.say(
-            f"{label}  loss {rec['train_loss']:.4g}" + (f" ({terms})" if terms else "")
+            f"{label}  loss {rec['train_loss']:.4g}"
+            + (f" ({terms})" if terms else "")
             + f"  val {rec['val_loss']:.4g}  PSNR {rec['val_psnr']:.2f} dB{ssim_s}  bpp {rec['val_bpp']:.3f} (est.)"
             + f"  lr {rec['lr']:.3g}  {ips}  {rec['epoch_time_s']:.1f} s"
         )
@@ -768,7 +881,13 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "aux_optimizer": self.aux_opt.state_dict() if self.aux_opt is not None else None,
             "scheduler": self.schedule.state_dict(),
-            "position": {"epoch": p.epoch, "batch": p.batch, "step": p.step, "best_loss": p.best_loss, "best_epoch": p.best_epoch},
+            "position": {
+                "epoch": p.epoch,
+                "batch": p.batch,
+                "step": p.step,
+                "best_loss": p.best_loss,
+                "best_epoch": p.best_epoch,
+            },
             "epoch_acc": acc,
             "rng": rng,
             "run": self.cfg.to_dict(),
@@ -806,14 +925,18 @@ class Trainer:
         model.train(was)
         orig, rec = to_uint8(x), to_uint8(x_hat)
         mse = ((orig.astype(np.float64) - rec.astype(np.float64)) ** 2).reshape(n, -1).mean(1)
-        labels = [f"{10 * math.log10(255 ** 2 / m):.1f} dB" if m > 0 else "inf dB" for m in mse]
-        plot_comparison(orig, rec, self.out / "comparison.png", labels, title=f"{self.recipe.name}: originals above reconstructions")
+        labels = [f"{10 * math.log10(255**2 / m):.1f} dB" if m > 0 else "inf dB" for m in mse]
+        plot_comparison(
+            orig, rec, self.out / "comparison.png", labels, title=f"{self.recipe.name}: originals above reconstructions"
+        )
 
     # -- the end ------------------------------------------------------------------
     def _finish(self, stopped: str) -> TrainResult:
         dist.sync_buffers(self.model)
         digests = dist.gather_objects(dist.weights_digest(self.model))
-        result = TrainResult(self.out, self.out / BEST, self.out / LAST, [], None, stopped, self.pos.epoch, self.pos.step)
+        result = TrainResult(
+            self.out, self.out / BEST, self.out / LAST, [], None, stopped, self.pos.epoch, self.pos.step
+        )
         if not self.info.is_main:
             return result
         for name in (LAST, BEST):
@@ -833,28 +956,49 @@ class Trainer:
         from rdkit_ae.evaluation.evaluator import evaluate
 
         self.say(f"evaluating {BEST} on the {len(self.val_images)} validation images with real bitstreams ...")
-        res = evaluate(model, self.val_images, batch_size=64, device=str(self.device), name=self.recipe.name,
-                       description=self.recipe.description)
+        res = evaluate(
+            model,
+            self.val_images,
+            batch_size=64,
+            device=str(self.device),
+            name=self.recipe.name,
+            description=self.recipe.description,
+        )
         data = res.to_compressai()
         data["summary"] = res.summary
         data["checkpoint"] = BEST
-        data["data"] = {"spec": self.cfg.data, "split": "val", "images": len(self.val_images),
-                        "val_fraction": self.cfg.val_fraction, "seed": int(self.recipe.train["seed"])}
-        from rdkit_ae.training.runlog import write_json
+        data["data"] = {
+            "spec": self.cfg.data,
+            "split": "val",
+            "images": len(self.val_images),
+            "val_fraction": self.cfg.val_fraction,
+            "seed": int(self.recipe.train["seed"]),
+        }
+        from rdkit_ae.files import write_json
 
         write_json(self.out / "eval.json", data)
         return data
 
     def _write_run_json(self, result: TrainResult, digests: list[str]) -> None:
-        from rdkit_ae.training.runlog import write_json
+        from rdkit_ae.files import write_json
 
-        write_json(self.out / "run.json", {
-            "recipe": self.recipe.name, "recipe_digest": self.recipe.digest(), **self.cfg.to_dict(),
-            "device": str(self.device), "torch": torch.__version__, "stopped": result.stopped,
-            "epochs": result.epochs, "steps": result.steps, "best_epoch": self.pos.best_epoch,
-            "best_val_loss": self.pos.best_loss, "rank_weight_digests": digests,
-            "ranks_in_sync": len(set(digests)) == 1,
-        })
+        write_json(
+            self.out / "run.json",
+            {
+                "recipe": self.recipe.name,
+                "recipe_digest": self.recipe.digest(),
+                **self.cfg.to_dict(),
+                "device": str(self.device),
+                "torch": torch.__version__,
+                "stopped": result.stopped,
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "best_epoch": self.pos.best_epoch,
+                "best_val_loss": self.pos.best_loss,
+                "rank_weight_digests": digests,
+                "ranks_in_sync": len(set(digests)) == 1,
+            },
+        )
         if len(set(digests)) != 1:
             self.say("[red]warning: the processes ended with different weights (see run.json)[/]")
 
@@ -868,15 +1012,24 @@ class Trainer:
         table.add_column("what")
         table.add_column("value")
         table.add_row("epochs / steps", f"{result.epochs} / {result.steps}")
-        table.add_row("best val loss", f"{self.pos.best_loss:.5g} (epoch {self.pos.best_epoch:.4g})" if self.pos.best_loss is not None else "-")
+        table.add_row(
+            "best val loss",
+            f"{self.pos.best_loss:.5g} (epoch {self.pos.best_epoch:.4g})" if self.pos.best_loss is not None else "-",
+        )
         if last:
             ssim_s = f", SSIM {last['val_ssim']:.4f}" if last.get("val_ssim") is not None else ""
-            table.add_row("last validation", f"PSNR {last['val_psnr']:.2f} dB{ssim_s}, {last['val_bpp']:.3f} bpp (estimated)")
-            table.add_row("training speed", f"{last['images_per_s']:,.0f} images/s" if last.get("images_per_s") else "-")
+            table.add_row(
+                "last validation", f"PSNR {last['val_psnr']:.2f} dB{ssim_s}, {last['val_bpp']:.3f} bpp (estimated)"
+            )
+            table.add_row(
+                "training speed", f"{last['images_per_s']:,.0f} images/s" if last.get("images_per_s") else "-"
+            )
         if result.eval is not None:
             s = result.eval["summary"]
             ssim_s = f", SSIM {s['ssim']:.4f}" if s.get("ssim") is not None else ""
-            table.add_row("real bitstreams (best.pt)", f"{s['bpp']:.3f} bpp (CR {s['cr']:.1f}), PSNR {s['psnr']:.2f} dB{ssim_s}")
+            table.add_row(
+                "real bitstreams (best.pt)", f"{s['bpp']:.3f} bpp (CR {s['cr']:.1f}), PSNR {s['psnr']:.2f} dB{ssim_s}"
+            )
         table.add_row("run folder", _esc(self.out))
         self.console.print(table)
 
@@ -894,12 +1047,26 @@ class _EpochView:
         self.last = 0.0
         self.bar = None
         if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
-                TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[ips]} img/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=console, transient=True,
+                TextColumn(label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[ips]} img/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
             )
             self.task = self.bar.add_task("train", total=total, completed=done, loss="-", ips="-")
             self.bar.start()
@@ -922,8 +1089,11 @@ class _EpochView:
             return
         steps_per_s = (done - self.start_done) / max(1e-9, now - t0)
         eta = (self.total - done) / steps_per_s if steps_per_s > 0 else float("nan")
-        self.console.print(f"  {self.label}: {done}/{self.total} steps, loss {loss}, {rate:,.0f} img/s, "
-                           f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'}", soft_wrap=True)
+        self.console.print(
+            f"  {self.label}: {done}/{self.total} steps, loss {loss}, {rate:,.0f} img/s, "
+            f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'}",
+            soft_wrap=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -959,11 +1129,26 @@ def finalize_checkpoint(path: Path) -> None:
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
-def train(recipe: Recipe | str | Path | None, data: str | Path = "cifar10", out: str | Path | None = None, *,
-          overrides: Sequence[str] | Mapping[str, Any] = (), epochs: int | None = None, max_steps: int | None = None,
-          limit_train: int | None = None, limit_val: int | None = None, time_budget: float | None = None,
-          val_fraction: float = 0.1, seed: int | None = None, device: str = "auto", threads: int | None = None,
-          resume: str | Path | None = None, quiet: bool = False, evaluate: bool = True, workers: int = 0) -> TrainResult:
+def train(
+    recipe: Recipe | str | Path | None,
+    data: str | Path = "cifar10",
+    out: str | Path | None = None,
+    *,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    limit_train: int | None = None,
+    limit_val: int | None = None,
+    time_budget: float | None = None,
+    val_fraction: float = 0.1,
+    seed: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+    evaluate: bool = True,
+    workers: int = 0,
+) -> TrainResult:
     """Train a recipe's model on ``data`` and return where everything went.
 
     Args:
@@ -990,6 +1175,22 @@ def train(recipe: Recipe | str | Path | None, data: str | Path = "cifar10", out:
         NonFiniteLossError: the loss became NaN/inf (last.pt keeps the last good state).
         RdkitError: bad arguments, recipe or data.
     """
-    return Trainer(recipe, data, out, overrides=overrides, epochs=epochs, max_steps=max_steps, limit_train=limit_train,
-                   limit_val=limit_val, time_budget=time_budget, val_fraction=val_fraction, seed=seed, device=device,
-                   threads=threads, resume=resume, quiet=quiet, evaluate=evaluate, workers=workers).run()
+    return Trainer(
+        recipe,
+        data,
+        out,
+        overrides=overrides,
+        epochs=epochs,
+        max_steps=max_steps,
+        limit_train=limit_train,
+        limit_val=limit_val,
+        time_budget=time_budget,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        threads=threads,
+        resume=resume,
+        quiet=quiet,
+        evaluate=evaluate,
+        workers=workers,
+    ).run()
