@@ -1,3 +1,4 @@
 from rdkit_ae.cli import run
 
-run()
+if __name__ == "__main__":
+    run()
