@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "rdkit_ae.plugins.encoders",
     "rdkit_ae.plugins.decoders",
     "rdkit_ae.plugins.quantizers",
+    "rdkit_ae.plugins.meanscale",
     "rdkit_ae.plugins.losses",
 )
 BUILTIN = "built-in"
