@@ -11,6 +11,7 @@ from __future__ import annotations
 from rdkit_ae.commands import codec as _codec  # noqa: F401
 from rdkit_ae.commands import core as _core  # noqa: F401
 from rdkit_ae.commands import evaluation as _evaluation  # noqa: F401
+from rdkit_ae.commands import interop as _interop  # noqa: F401
 from rdkit_ae.commands import training as _training  # noqa: F401
 from rdkit_ae.commands.app import app, handle_errors, new_app
 
