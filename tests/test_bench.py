@@ -14,7 +14,7 @@ import torch
 from synthetic import smooth_images
 from typer.testing import CliRunner
 
-from rdkit_ae.bench.sweep import SpecError, load_spec, run_sweep
+from rdkit_ae.bench import SpecError, load_spec, run_sweep
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.model import build_model, build_objective
 
@@ -128,7 +128,7 @@ points = [{ "loss.rate.weight" = 0.01, "encoder.N" = 8 }, { "loss.rate.weight" =
         ),
         (
             '[data]\neval = "data/d.npz"\n[budget]\nepochs = -1\n[classical]\nwebp = [5]\n',
-            "[budget].epochs must be a positive number",
+            "[budget].epochs must be a positive integer, got -1",
         ),
         (
             '[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\njpeg = [5]\n[[external]]\npath = "ext.json"\nname = "JPEG"\n',
@@ -308,7 +308,7 @@ def test_env_table_applies_during_training_and_keys_the_cache(tmp_path, data, mo
     assert seen == [str(tmp_path / "data" / "w.bin")] * 3
     assert "RDKIT_TEST_WEIGHTS" not in os.environ  # only for the sweep
     meta = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert meta["env"] == {"RDKIT_TEST_WEIGHTS": str(tmp_path / "data" / "w.bin")}
+    assert meta["env"] == {"RDKIT_TEST_WEIGHTS": "data/w.bin"}  # relative to the spec, as written there
     # The user's own setting wins, and other weights mean other runs.
     monkeypatch.setenv("RDKIT_TEST_WEIGHTS", "/elsewhere.bin")
     again = Recording()

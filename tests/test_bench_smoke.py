@@ -8,7 +8,7 @@ from synthetic import smooth_images
 from typer.testing import CliRunner
 
 import rdkit_ae.training.trainer as train_mod  # noqa: E402
-from rdkit_ae.bench.sweep import run_sweep
+from rdkit_ae.bench import run_sweep
 
 SPEC = """
 name = "tiny"

@@ -1,5 +1,6 @@
-"""``rdkit bench``: sweep specs, cached jobs, and reports (results, curves, rd.png, BD-rate)."""
+"""``rdkit bench``: sweep specs (spec), cached jobs (jobs, cache), the runner, and reports."""
 
-from rdkit_ae.bench.sweep import SpecError, SweepResult, load_spec, run_sweep
+from rdkit_ae.bench.runner import SweepResult, run_sweep
+from rdkit_ae.bench.spec import SpecError, SweepSpec, load_spec
 
-__all__ = ["SpecError", "SweepResult", "load_spec", "run_sweep"]
+__all__ = ["SpecError", "SweepResult", "SweepSpec", "load_spec", "run_sweep"]

@@ -1,4 +1,4 @@
-"""``rdkit eval`` and ``rdkit bench``: real-bitstream evaluation and RD sweeps."""
+"""``rdkit eval``: real-bitstream evaluation of checkpoints (``rdkit bench`` is in commands/bench.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ def _console():
     from rich.console import Console
 
     return Console()
-
-
-def _fmt(value, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 @app.command("eval")
@@ -51,6 +47,7 @@ def eval_(
     from rdkit_ae.errors import RdkitError
     from rdkit_ae.evaluation.evaluator import evaluate_checkpoint, results_curve, write_records_csv
     from rdkit_ae.files import write_json
+    from rdkit_ae.text import fmt
 
     if split is None:
         split = "val" if data == "cifar10" else "all"
@@ -94,16 +91,16 @@ def eval_(
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for i, r in enumerate(results, 1):
         s = r.summary
-        row = [str(i), r.name, _fmt(s["bpp"], ".3f"), _fmt(s["cr"])]
+        row = [str(i), r.name, fmt(s["bpp"], ".3f"), fmt(s["cr"])]
         if has_container:
-            row.append(_fmt(s["container_bpp"], ".3f"))
+            row.append(fmt(s["container_bpp"], ".3f"))
         row += [
-            _fmt(s["psnr"]),
-            _fmt(s["psnr_of_mean_mse"]),
-            _fmt(s["ssim"], ".4f"),
-            _fmt(s["ms_ssim"], ".4f"),
-            _fmt(1e3 * s["encoding_time"], ".1f"),
-            _fmt(1e3 * s["decoding_time"], ".1f"),
+            fmt(s["psnr"]),
+            fmt(s["psnr_of_mean_mse"]),
+            fmt(s["ssim"], ".4f"),
+            fmt(s["ms_ssim"], ".4f"),
+            fmt(1e3 * s["encoding_time"], ".1f"),
+            fmt(1e3 * s["decoding_time"], ".1f"),
         ]
         table.add_row(*row)
     console.print(table)
@@ -127,131 +124,3 @@ def eval_(
         rows = [{"checkpoint": str(p), **rec} for p, r in zip(checkpoints, results) for rec in r.records]
         write_records_csv(csv, rows)
         console.print(f"wrote {csv}")
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as _escape
-
-    return _escape(text)  # labels hold "[...]", which rich would take for markup
-
-
-class _RichReporter:
-    """Sweep progress: one bar over the whole sweep (ETA from estimated step costs) and the current step."""
-
-    def __init__(self, console):
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.console = console
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
-
-    def begin(self, tasks):
-        self.n, self.i, self.done = len(tasks), 0, 0.0
-        self.total = sum(t.weight for t in tasks) or 1.0
-        self.overall = self.progress.add_task(f"sweep ({self.n} steps)", total=self.total)
-        self.current = self.progress.add_task("", total=1.0)
-
-    def start(self, task):
-        self.i += 1
-        self.progress.update(self.current, description=escape(f"[{self.i}/{self.n}] {task.label}"), completed=0)
-
-    def advance(self, task, fraction):
-        self.progress.update(self.current, completed=fraction)
-        self.progress.update(self.overall, completed=self.done + fraction * task.weight)
-
-    def finish(self, task, cached):
-        if cached:
-            # A cached step costs nothing: drop it from the total rather than
-            # count it as done, so it does not make the ETA optimistic.
-            self.total -= task.weight
-            self.progress.update(self.overall, total=max(self.total, 1e-9))
-        else:
-            self.done += task.weight
-        self.progress.update(self.overall, completed=self.done)
-        if task.kind in ("train", "eval"):
-            self.console.print(f"  {'cached' if cached else 'done  '} {escape(task.label)}", highlight=False)
-
-    def note(self, message):
-        self.console.print(f"[yellow]{escape(message)}[/]", highlight=False)
-
-
-@app.command()
-@handle_errors
-def bench(
-    spec: Path = typer.Argument(..., help="sweep spec (TOML), e.g. benchmarks/smoke.toml"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: runs/bench-<spec name>)"),
-    resume: bool = typer.Option(True, "--resume/--fresh", help="reuse finished points in OUT, or retrain everything"),
-) -> None:
-    """Train and evaluate a sweep of recipes, run JPEG/WebP/AVIF, and write RD curves and BD-rates."""
-    from rich.table import Table
-
-    from rdkit_ae.bench.sweep import load_spec, run_sweep
-    from rdkit_ae.errors import RdkitError
-
-    sweep = load_spec(spec)
-    out = out or Path("runs") / f"bench-{sweep.name}"
-    console = _console()
-    console.print(
-        f"sweep '{sweep.name}': {len(sweep.points)} model point(s) in {len(sweep.models)} curve(s), "
-        f"{sum(len(c.qualities) for c in sweep.codecs)} codec point(s); eval on {sweep.eval_data.describe()}; "
-        f"output {out}"
-    )
-    try:
-        from rdkit_ae.training.trainer import TrainingInterrupted
-    except ImportError:  # training not installed: a classical-only sweep still runs
-        TrainingInterrupted = KeyboardInterrupt
-    try:
-        with _RichReporter(console) as reporter:
-            result = run_sweep(sweep, out, resume=resume, reporter=reporter)
-    except (KeyboardInterrupt, TrainingInterrupted) as exc:
-        console.print(f"[red]interrupted[/]: finished points are kept in {out}; run the same command again to resume")
-        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
-
-    table = Table(title=f"BD vs {result.bd['anchor']} (PSNR; over each overlap)")
-    for col in ("curve", "points", "bpp", "PSNR dB", "BD-rate", "BD-PSNR dB"):
-        table.add_column(col, justify="left" if col == "curve" else "right")
-    for name, curve in result.curves.items():
-        pts = curve["points"]
-        if not pts:
-            continue
-        bd = result.bd["curves"].get(name)
-        rate = (
-            "anchor"
-            if name == result.bd["anchor"]
-            else ("n/a" if bd is None or bd["bd_rate"] is None else f"{bd['bd_rate']:+.1f}%")
-        )
-        dpsnr = (
-            ""
-            if name == result.bd["anchor"]
-            else ("n/a" if bd is None or bd["bd_psnr"] is None else f"{bd['bd_psnr']:+.2f}")
-        )
-        bpps, psnrs = [p.summary["bpp"] for p in pts], [p.summary["psnr"] for p in pts]
-        table.add_row(
-            name, str(len(pts)), f"{min(bpps):.3f}-{max(bpps):.3f}", f"{min(psnrs):.2f}-{max(psnrs):.2f}", rate, dpsnr
-        )
-    console.print(table)
-    console.print(
-        f"trained {result.trained} point(s) this run; reports in {result.out_dir}: "
-        + ", ".join(sorted(p.name for p in result.files.values()))
-    )
-    if result.failures:
-        for failure in result.failures:
-            console.print(f"[red]FAILED[/] {escape(failure)}", highlight=False)
-        raise RdkitError(
-            f"{len(result.failures)} point(s) failed to train (left out of the reports; rerun to retry them)"
-        )

@@ -1,0 +1,336 @@
+"""The sweep's jobs: train a point, evaluate it, run a classical codec at one quality.
+
+Each job is a plain, picklable dataclass (paths, dicts, a Recipe) with a
+stable ``key`` (its cache key) and a ``run(ctx)`` that returns its result;
+nothing is shared between jobs but files in the output folder. What a job
+takes from the process it runs in (loaded images, the train function,
+progress and note callbacks) comes in a :class:`JobContext`, so another
+process (or machine) can run the same job with its own context.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import __version__ as pillow_version
+
+from rdkit_ae.bench.cache import CACHE_VERSION, file_sha, load_result, read_json, sha, store_result
+from rdkit_ae.bench.images import content_hash, load_data
+from rdkit_ae.bench.spec import DataSpec, spec_env
+from rdkit_ae.bench.training import TrainOutcome, finished_run, train_point
+from rdkit_ae.data.sources import ImageSet
+from rdkit_ae.errors import RdkitError
+from rdkit_ae.evaluation.classic import evaluate_codec, get_codec
+from rdkit_ae.evaluation.evaluator import EvalResult, cr_from_bpp, evaluate_checkpoint
+from rdkit_ae.files import write_json
+from rdkit_ae.recipe import Recipe
+
+TrainFn = Callable[..., Any]
+
+
+def _ignore(*_: Any) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ImagesRef:
+    """Which images a job works on: a DataSpec, how to split it, and the content hash that keys caches."""
+
+    data: DataSpec
+    val_fraction: float
+    seed: int
+    key: str
+    count: int  # how many images
+
+
+@dataclass
+class JobContext:
+    """What a job takes from the process it runs in (never pickled with the job)."""
+
+    images: dict[str, ImageSet] = field(default_factory=dict)  # by ImagesRef.key; filled on demand
+    train_fn: TrainFn | None = None  # None: rdkit_ae.training.train
+    progress: Callable[[float], None] = _ignore  # fraction of the current job done
+    note: Callable[[str], None] = _ignore  # a message for the user
+
+    def images_for(self, ref: ImagesRef) -> ImageSet:
+        if ref.key not in self.images:
+            images = load_data(ref.data, ref.val_fraction, ref.seed)
+            if content_hash(images) != ref.key:
+                raise RdkitError(f"{ref.data.describe()}: the images changed since the sweep started")
+            self.images[ref.key] = images
+        return self.images[ref.key]
+
+
+class _Fraction:
+    """Turns per-image progress counts into the fraction of ``total`` done."""
+
+    def __init__(self, report: Callable[[float], None], total: int):
+        self.report, self.total, self.done = report, max(1, total), 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.report(min(1.0, self.done / self.total))
+
+
+@dataclass
+class PointResult:
+    curve: str
+    kind: str  # "learned", "classical", "external"
+    label: str
+    summary: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    run_dir: str = ""
+    checkpoint: str = ""
+    quality: int | None = None
+    train_seconds: float | None = None
+    steps: int | None = None
+    cached: bool = False
+    description: str = ""  # the evaluation's (for a classical codec: its settings)
+
+
+@dataclass
+class CodecJob:
+    """One classical codec at one quality on the evaluation images."""
+
+    codec: str
+    quality: int
+    options: dict[str, Any]
+    images: ImagesRef
+    out: str  # the sweep's output folder
+    resume: bool = True
+    pillow: str = pillow_version  # part of the key: another Pillow may code differently
+
+    @property
+    def key(self) -> str:
+        return sha(
+            {
+                "v": CACHE_VERSION,
+                "codec": self.codec,
+                "q": self.quality,
+                "opt": self.options,
+                "pillow": self.pillow,
+                "data": self.images.key,
+            }
+        )
+
+    @property
+    def path(self) -> Path:
+        return Path(self.out) / "classical" / f"{self.codec}-q{self.quality}-{self.key[:12]}.json"
+
+    def run(self, ctx: JobContext) -> PointResult:
+        res = load_result(self.path) if self.resume else None
+        cached = res is not None
+        if res is None:
+            images = ctx.images_for(self.images)
+            res = evaluate_codec(
+                images, self.codec, self.quality, options=self.options, progress=_Fraction(ctx.progress, len(images))
+            )
+            store_result(self.path, res)
+        label = get_codec(self.codec).label
+        return PointResult(
+            label, "classical", f"q={self.quality}", res.summary, quality=self.quality, cached=cached,
+            description=res.description,
+        )  # fmt: skip
+
+
+@dataclass
+class TrainJob:
+    """Train one point of a model curve into ``OUT/runs/<key[:16]>`` (or take the finished run there)."""
+
+    curve: str
+    label: str
+    recipe: Recipe
+    overrides: dict[str, Any]
+    budget: dict[str, Any]
+    seed: int
+    train_data: str  # what ``train(data=...)`` gets
+    train_key: str  # the training images' content hash
+    env: dict[str, str]  # variables set while training (e.g. VGG weights); part of the key
+    out: str
+    resume: bool = True
+
+    @property
+    def key(self) -> str:
+        key: dict[str, Any] = {
+            "v": CACHE_VERSION,
+            "recipe": self.recipe.digest(),
+            "data": self.train_key,
+            "budget": self.budget,
+            "seed": self.seed,
+        }
+        if self.env:
+            key["env"] = self.env
+        return sha(key)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / "runs" / self.key[:16]
+
+    def run(self, ctx: JobContext) -> TrainOutcome:
+        done = self.run_dir / "done.json"
+        info = read_json(done) if self.resume else None
+        if isinstance(info, dict) and Path(info.get("checkpoint", "")).is_file():
+            return TrainOutcome.from_info(info, cached=True)
+        with spec_env(self.env):
+            outcome = self._train(ctx)
+        if outcome.failure is None:
+            write_json(done, outcome.info())
+        return outcome
+
+    def _train(self, ctx: JobContext) -> TrainOutcome:
+        train_dir = self.run_dir / "train"
+        kwargs = dict(
+            data=self.train_data, out=train_dir, overrides=[], seed=self.seed, quiet=True, evaluate=False, **self.budget
+        )
+        finished = finished_run(train_dir, self.recipe, self.budget) if self.resume else None
+        if finished is not None:
+            return finished
+        t0 = time.perf_counter()
+        result = None
+        if self.resume and (train_dir / "last.pt").is_file():
+            # An interrupted training: continue it from its last checkpoint (the
+            # trainer makes that equivalent to an uninterrupted run).
+            try:
+                result = train_point(ctx.train_fn, None, resume=train_dir, **kwargs)
+            except RdkitError as exc:
+                ctx.note(f"train {self.curve} [{self.label}]: could not resume ({exc}); starting this point over")
+        if result is None:
+            self._start_over()
+            try:
+                result = train_point(ctx.train_fn, self.recipe, **kwargs)
+            except RdkitError as exc:
+                return TrainOutcome(failure=str(exc))
+        ckpt = getattr(result, "best_checkpoint", None) or getattr(result, "last_checkpoint", None)
+        if ckpt is None or not Path(ckpt).is_file():
+            raise RdkitError(f"training {self.curve} [{self.label}] produced no checkpoint in {self.run_dir}")
+        return TrainOutcome(
+            checkpoint=str(Path(ckpt).resolve()),
+            checkpoint_sha256=file_sha(Path(ckpt)),
+            train_seconds=time.perf_counter() - t0,
+            stopped=getattr(result, "stopped", None),
+            epochs=getattr(result, "epochs", None),
+            steps=getattr(result, "steps", None),
+        )
+
+    def _start_over(self) -> None:
+        """An empty run folder (unfinished and not resumable, or --fresh) with what the key was made of."""
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True)
+        # For a human wondering why a point retrained.
+        (self.run_dir / "point.json").write_text(
+            json.dumps(
+                {
+                    "curve": self.curve,
+                    "label": self.label,
+                    "recipe": self.recipe.name,
+                    "overrides": self.overrides,
+                    "recipe_digest": self.recipe.digest(),
+                    "budget": self.budget,
+                    "seed": self.seed,
+                    "train_data": self.train_data,
+                    "resolved_recipe": self.recipe.data,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+
+@dataclass
+class EvalJob:
+    """Evaluate a trained point's checkpoint with real bitstreams; cached beside its run."""
+
+    curve: str
+    label: str
+    overrides: dict[str, Any]
+    run_dir: str
+    checkpoint: str
+    checkpoint_sha256: str
+    train_seconds: float | None
+    steps: int | None
+    images: ImagesRef
+    batch_size: int
+    device: str
+    resume: bool = True
+
+    @classmethod
+    def after(cls, job: TrainJob, trained: TrainOutcome, images: ImagesRef, batch_size: int, device: str) -> EvalJob:
+        if trained.checkpoint is None or trained.checkpoint_sha256 is None:
+            raise ValueError(f"{job.curve} [{job.label}]: nothing to evaluate ({trained.failure})")
+        return cls(
+            job.curve,
+            job.label,
+            job.overrides,
+            str(job.run_dir),
+            trained.checkpoint,
+            trained.checkpoint_sha256,
+            trained.train_seconds,
+            trained.steps,
+            images,
+            batch_size,
+            device,
+            job.resume,
+        )
+
+    @property
+    def key(self) -> str:
+        return sha(
+            {"v": CACHE_VERSION, "ckpt": self.checkpoint_sha256, "data": self.images.key, "batch": self.batch_size}
+        )
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir) / f"eval-{self.key[:12]}.json"
+
+    def run(self, ctx: JobContext) -> PointResult:
+        res: EvalResult | None = load_result(self.path) if self.resume else None
+        cached = res is not None
+        if res is None:
+            images = ctx.images_for(self.images)
+            res = evaluate_checkpoint(
+                self.checkpoint,
+                images,
+                batch_size=self.batch_size,
+                device=self.device,
+                name=self.curve,
+                progress=_Fraction(ctx.progress, len(images)),
+            )
+            store_result(self.path, res)
+        return PointResult(
+            self.curve,
+            "learned",
+            self.label,
+            res.summary,
+            self.overrides,
+            self.run_dir,
+            self.checkpoint,
+            train_seconds=self.train_seconds,
+            steps=self.steps,
+            cached=cached,
+            description=res.description,
+        )
+
+
+def external_points(ext: dict[str, Any]) -> list[PointResult]:
+    """The points of a CompressAI results entry (read by the spec), in this sweep's summary keys."""
+    r = ext["results"]
+    pts = []
+    for i, bpp in enumerate(r["bpp"]):
+        summary = {
+            "bpp": bpp,
+            "cr": cr_from_bpp(bpp),
+            "psnr": r["psnr-rgb"][i],
+            "ssim": r["ssim-rgb"][i] if "ssim-rgb" in r else None,
+            "ms_ssim": r["ms-ssim-rgb"][i] if "ms-ssim-rgb" in r else None,
+        }
+        for key in ("encoding_time", "decoding_time"):
+            if key in r:
+                summary[key] = r[key][i]
+        pts.append(PointResult(ext["name"], "external", f"#{i}", summary, description=ext["description"]))
+    return pts

@@ -1,0 +1,205 @@
+"""A sweep's reports: results.json/csv, curves/*.json, rd.png, bd_rate.json/md and sweep.json.
+
+Paths in the reports are written relative to the spec's folder (as paths in
+the spec are), so committed results name no folder of the machine that made
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import __version__ as pillow_version
+
+from rdkit_ae.bench.spec import SweepSpec, effective_env
+from rdkit_ae.evaluation.bdrate import bjontegaard
+from rdkit_ae.evaluation.evaluator import compressai_entry, write_records_csv
+from rdkit_ae.evaluation.plots import plot_rd
+from rdkit_ae.files import atomic_write_text, write_json
+
+Curves = dict[str, dict[str, Any]]  # name -> {"kind", "description", "points": [PointResult]}
+
+CSV_COLUMNS = (
+    "curve",
+    "kind",
+    "point",
+    "quality",
+    "n_images",
+    "bytes",
+    "bpp",
+    "cr",
+    "psnr",
+    "psnr_of_mean_mse",
+    "ssim",
+    "ms_ssim",
+    "encoding_time",
+    "decoding_time",
+    "nominal_bpp",
+    "container_bpp",
+    "train_seconds",
+    "steps",
+    "cached",
+    "run_dir",
+    "checkpoint",
+    "overrides",
+)
+
+
+def relative(path: str | Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it is absolute ("" stays "")."""
+    if not path or not Path(path).is_absolute():
+        return str(path)
+    return os.path.relpath(path, base)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "curve"
+
+
+def machine_info() -> dict[str, Any]:
+    try:
+        import compressai
+
+        compressai_version = compressai.__version__
+    except Exception:  # a broken optional import must not lose a finished sweep's reports
+        compressai_version = "?"
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "compressai": compressai_version,
+        "pillow": pillow_version,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) -> dict[str, Path]:
+    """Write every report into ``out``; returns {file name: path}."""
+    files = {name: out / name for name in ("results.json", "results.csv", "bd_rate.json", "bd_rate.md", "rd.png")}
+    entries = []
+    for name, c in curves.items():
+        if c["points"]:
+            entry = compressai_entry(name, c["description"], [p.summary for p in c["points"]])
+            entries.append(entry)
+            write_json(out / "curves" / f"{slug(name)}.json", entry)
+    write_json(files["results.json"], entries)
+    write_records_csv(files["results.csv"], csv_rows(curves, spec.base))
+    bd = bd_table(spec.anchor, curves)
+    write_json(files["bd_rate.json"], bd)
+    atomic_write_text(files["bd_rate.md"], bd_markdown(spec, bd, curves, notes))
+    n_images = next(
+        (p.summary.get("n_images") for c in curves.values() for p in c["points"] if p.summary.get("n_images")), "?"
+    )
+    plot_rd(
+        entries,
+        files["rd.png"],
+        title=f"{spec.name}: {spec.eval_data.describe(short=True)} ({n_images} images)",
+        kinds={n: c["kind"] for n, c in curves.items()},
+    )
+    files["sweep.json"] = out / "sweep.json"
+    write_json(files["sweep.json"], sweep_info(spec, notes))
+    return files
+
+
+def csv_rows(curves: Curves, base: Path) -> list[dict[str, Any]]:
+    """One row per point, in CSV_COLUMNS order; run folders and checkpoints relative to ``base``."""
+    rows = []
+    for name, c in curves.items():
+        for p in c["points"]:
+            s = p.summary
+            row = {
+                "curve": name,
+                "kind": c["kind"],
+                "point": p.label,
+                "quality": p.quality,
+                **{k: s.get(k) for k in CSV_COLUMNS if k in s},
+                "train_seconds": p.train_seconds,
+                "steps": p.steps,
+                "cached": p.cached,
+                "run_dir": relative(p.run_dir, base),
+                "checkpoint": relative(p.checkpoint, base),
+                "overrides": json.dumps(p.overrides) if p.overrides else "",
+            }
+            rows.append({k: row.get(k) for k in CSV_COLUMNS})
+    return rows
+
+
+def bd_table(anchor_name: str, curves: Curves) -> dict[str, Any]:
+    """BD-rate and BD-PSNR (PSNR vs bpp) of every curve against the anchor."""
+    anchor = curves.get(anchor_name)
+    bd: dict[str, Any] = {"anchor": anchor_name, "metric": "psnr-rgb", "rate": "bpp", "curves": {}}
+    if anchor is None or not anchor["points"]:
+        bd["error"] = f"anchor '{anchor_name}' has no points"
+        return bd
+    ar = [p.summary["bpp"] for p in anchor["points"]]
+    aq = [p.summary["psnr"] for p in anchor["points"]]
+    for name, c in curves.items():
+        if name == anchor_name or not c["points"]:
+            continue
+        res = bjontegaard(ar, aq, [p.summary["bpp"] for p in c["points"]], [p.summary["psnr"] for p in c["points"]])
+        bd["curves"][name] = {"kind": c["kind"], "points": len(c["points"]), **res.to_dict()}
+    return bd
+
+
+def sweep_info(spec: SweepSpec, notes: list[str]) -> dict[str, Any]:
+    """sweep.json: what was run, on what, where (paths relative to the spec's folder)."""
+    base = spec.base
+    env = effective_env(spec)
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "spec": str(spec.path) if not spec.path.is_absolute() else spec.path.name,
+        "anchor": spec.anchor,
+        "train_data": spec.train_data.describe(base=base),
+        "eval_data": spec.eval_data.describe(base=base),
+        "budget": spec.budget,
+        "seed": spec.seed,
+        "env": {k: relative(v, base) if k in spec.env_paths else v for k, v in env.items()},
+        "machine": machine_info(),
+        "notes": notes,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.2f}%"
+
+
+def bd_markdown(spec: SweepSpec, bd: dict[str, Any], curves: Curves, notes: list[str]) -> str:
+    lines = [
+        f"# BD-rate: {spec.name}",
+        "",
+        f"Anchor: **{spec.anchor}**. Rate: bpp of real bitstreams / full files on "
+        f"{spec.eval_data.describe(base=spec.base)}; "
+        "quality: mean PSNR (RGB, MAX 255). BD-rate < 0: fewer bits than the anchor for the same PSNR; "
+        "BD-PSNR > 0: higher PSNR at the same rate. Computed only over the range both curves cover.",
+        "",
+    ]
+    if "error" in bd:
+        lines += [f"Not computed: {bd['error']}.", ""]
+    lines += [
+        "| curve | kind | points | bpp range | PSNR range (dB) | BD-rate | BD-PSNR (dB) | fit | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in bd["curves"].items():
+        pts = curves[name]["points"]
+        bpps, psnrs = [p.summary["bpp"] for p in pts], [p.summary["psnr"] for p in pts]
+        bdpsnr = "n/a" if r["bd_psnr"] is None else f"{r['bd_psnr']:+.3f}"
+        lines.append(
+            f"| {name} | {r['kind']} | {r['points']} | {min(bpps):.3f}-{max(bpps):.3f} | "
+            f"{min(psnrs):.2f}-{max(psnrs):.2f} | {_pct(r['bd_rate'])} | {bdpsnr} | {r['method']} | "
+            f"{'; '.join(r['notes']) or '-'} |"
+        )
+    if notes:
+        lines += ["", "Notes:", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
