@@ -11,7 +11,12 @@ Contract shared by every quantizer:
   mode ``decompress(compress(y))["y_hat"]`` equals ``forward(y)["y_hat"]``
   bit for bit;
 - attribute ``stride``: the divisibility the codec needs on the latent's h, w;
-- fixed-rate quantizers also have ``bits`` (nominal rate ``h * w * k * bits``).
+- fixed-rate quantizers also have ``bits`` (nominal rate ``h * w * k * bits``);
+- optional ``bitstream_layout(h, w) -> (shape, n_streams)``: for a (k, h, w)
+  latent, the ``shape`` that ``compress`` returns and ``decompress`` needs, and
+  how many streams it writes (1..8). ``.rdk`` files do not store either: the
+  codec derives them from the image size. Without this method the codec
+  measures them by compressing a zero latent of that size once per file.
 
 Entropy-coded quantizers need their CDF tables built before ``compress``:
 call ``update()`` on the owning ``CompressionModel`` (or on the quantizer).
@@ -64,7 +69,7 @@ def _check_streams(name: str, strings: Any, streams: int) -> list[list[bytes]]:
 
 def _update_entropy_models(module: nn.Module, scale_table=None, force: bool = False) -> bool:
     """``CompressionModel.update`` for a bare codec: build EntropyBottleneck/GaussianConditional CDFs."""
-    return CompressionModel.update(module, scale_table=scale_table, force=force)  # type: ignore[arg-type]
+    return CompressionModel.update(module, scale_table=scale_table, force=force)
 
 
 # -- fixed-rate scalar quantizers ---------------------------------------------
@@ -124,6 +129,10 @@ class UniformQuantizer(LatentCodec):
         return {"y_hat": self._from_grid(v_hat), "likelihoods": {"y": likelihoods}}
 
     # -- bitstream --
+    def bitstream_layout(self, h: int, w: int) -> tuple[Any, int]:
+        """One stream; ``shape`` is the latent's ``(h, w)``."""
+        return (h, w), 1
+
     def _nbytes(self, h: int, w: int) -> int:
         return math.ceil(self.channels * h * w * self.bits / 8)
 
@@ -224,6 +233,10 @@ class FactorizedEntropyQuantizer(EntropyBottleneckLatentCodec):
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.loss()
 
+    def bitstream_layout(self, h: int, w: int) -> tuple[Any, int]:
+        """One rANS stream; ``shape`` is the latent's ``(h, w)``."""
+        return (h, w), 1
+
     def compress(self, y: Tensor) -> dict[str, Any]:
         # CompressAI's codec decodes its own strings to return y_hat; rounding
         # around the medians gives the same tensor without a second rANS pass.
@@ -301,6 +314,10 @@ class HyperpriorQuantizer(HyperpriorLatentCodec):
 
     def aux_loss(self) -> Tensor:
         return self.hyper.entropy_bottleneck.loss()
+
+    def bitstream_layout(self, h: int, w: int) -> tuple[Any, int]:
+        """Two rANS streams (y, then z); z is ``stride`` times smaller than y on each side."""
+        return {"y": (h, w), "hyper": (h // self.stride, w // self.stride)}, 2
 
     def compress(self, y: Tensor) -> dict[str, Any]:
         out = super().compress(y)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from test_codec_support import ZOO, make_checkpoint, reference, smooth_image, ti
 
 from rdkit_ae.checkpoint import load_model
 from rdkit_ae.codec import container
-from rdkit_ae.codec.coder import (
+from rdkit_ae.codec import (
     Codec,
     ModelMismatchError,
     compress_array,
@@ -102,7 +103,7 @@ def test_real_kodak_image_through_files(codecs, tmp_path):
 def test_unpack_with_model_is_ready_for_model_decompress(codecs, name):
     codec = codecs[name]
     image = smooth_image(24, 40)
-    info = container.unpack(codec.compress(image), model=codec.model)
+    info = container.unpack(codec.compress(image), layout=partial(latent_layout, codec.model))
     assert info.model_id == codec.id and info.size == (24, 40)
     with fixed_threads():
         x_hat = codec.model.decompress(info.strings, info.shape, info.size)["x_hat"]
@@ -292,7 +293,7 @@ def test_extreme_latents_are_refused_not_crashed(zoo_checkpoints, name, scale):
 
 
 def test_guard_refuses_nan_symbols_directly():
-    from rdkit_ae.codec.coder import _check_encodable
+    from rdkit_ae.codec.guards import _check_encodable
 
     with pytest.raises(RdkitError, match="NaN"):
         _check_encodable([0] * 100 + [-(2**31)], [0] * 101, [5], [-2])

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from rdkit_ae.cli import app
 from rdkit_ae.codec import container
-from rdkit_ae.codec.coder import Codec
+from rdkit_ae.codec import Codec
 from rdkit_ae.data.sources import read_image
 
 runner = CliRunner()

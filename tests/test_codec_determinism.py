@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_codec_support import make_checkpoint, run_python, smooth_image
 
-from rdkit_ae.codec.coder import Codec
+from rdkit_ae.codec import Codec
 
 CHILD = r"""
 import hashlib, json, sys
@@ -60,7 +60,7 @@ def setup(tmp_path_factory):
     """Checkpoints (one without stored tables), images and the .rdk files this process made."""
     from PIL import Image
 
-    from rdkit_ae.codec.coder import encode_image
+    from rdkit_ae.codec import encode_image
     from rdkit_ae.data.sources import read_image
 
     root = tmp_path_factory.mktemp("determinism")

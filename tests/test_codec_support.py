@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rdkit_ae.checkpoint import save_checkpoint
-from rdkit_ae.codec.coder import fixed_threads
+from rdkit_ae.codec import fixed_threads
 from rdkit_ae.data.sources import to_tensor, to_uint8
 from rdkit_ae.model import build_model
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from test_codec_support import run_python, smooth_image, tiny_checkpoints  # noqa: F401
 
 from rdkit_ae.codec import container
-from rdkit_ae.codec.coder import Codec, _pad_bytes
+from rdkit_ae.codec import Codec
+from rdkit_ae.codec.guards import _pad_bytes
 from rdkit_ae.errors import FormatError
 
 MID = b"\x0b\xad\xc0\xde"
@@ -175,7 +176,7 @@ def test_decode_fuzz_reaches_the_entropy_decoder(fuzz_targets):
 CHILD = r"""
 import sys, zlib
 import numpy as np
-from rdkit_ae.codec.coder import Codec
+from rdkit_ae.codec import Codec
 from rdkit_ae.codec import container
 from rdkit_ae.errors import FormatError
 codec = Codec.load(sys.argv[1])

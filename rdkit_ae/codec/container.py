@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rdkit_ae.errors import FormatError
 
@@ -37,12 +37,20 @@ MIN_SIZE = len(MAGIC) + 1 + ID_BYTES + 3 + CRC_BYTES
 
 
 @dataclass(frozen=True)
+class Layout:
+    """What a model's quantizer produces for an image of a given size: latent ``shape`` and stream count."""
+
+    shape: Any
+    streams: int
+
+
+@dataclass(frozen=True)
 class Packed:
     """A parsed ``.rdk`` file.
 
     ``strings`` is ``[stream][image]`` with one image, ready for
     ``model.decompress(strings, shape, size)``; ``shape`` is filled only when
-    :func:`unpack` is given the model (it is derived, not stored).
+    :func:`unpack` is given a ``layout`` (it is derived, not stored).
     """
 
     model_id: bytes
@@ -90,7 +98,8 @@ def _read_varint(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
 
 
 # -- packing ------------------------------------------------------------------
-def _check_size(height: int, width: int, max_pixels: int) -> None:
+def check_size(height: int, width: int, max_pixels: int) -> None:
+    """Refuse an image size outside 1..MAX_SIDE per side or above ``max_pixels``."""
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise FormatError(f"image size {height}x{width} is outside 1..{MAX_SIDE} per side")
     if height * width > max_pixels:
@@ -110,7 +119,7 @@ def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pix
     if len(model_id) != ID_BYTES:
         raise ValueError(f"model id must be {ID_BYTES} bytes, got {len(model_id)}")
     height, width = (int(v) for v in compressed["size"])
-    _check_size(height, width, max_pixels)
+    check_size(height, width, max_pixels)
     streams: Sequence[Sequence[bytes]] = compressed["strings"]
     if not 1 <= len(streams) <= MAX_STREAMS:
         raise FormatError(f"a quantizer with {len(streams)} streams cannot be stored (1..{MAX_STREAMS})")
@@ -126,12 +135,14 @@ def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pix
 
 
 # -- unpacking -----------------------------------------------------------------
-def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> Packed:
+def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, layout: Callable[[int, int], Layout] | None = None) -> Packed:
     """Parse and check ``.rdk`` bytes; raise :class:`FormatError` on any defect.
 
-    With ``model`` (an ``RDModel``), the latent ``shape`` is derived and the
-    result is ready for ``model.decompress(p.strings, p.shape, p.size)``; the
-    model id is *not* checked here (``rdkit_ae.codec.decompress_bytes`` does).
+    With ``layout`` (``(height, width) -> Layout``, e.g. the model's
+    ``rdkit_ae.codec.latent_layout``), the stream count is checked against it
+    and the latent ``shape`` filled in, so the result is ready for
+    ``model.decompress(p.strings, p.shape, p.size)``; the model id is *not*
+    checked here (``rdkit_ae.codec.decompress_bytes`` does).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
@@ -155,7 +166,7 @@ def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> P
 
     height, pos = _read_varint(data, pos, end, "height")
     width, pos = _read_varint(data, pos, end, "width")
-    _check_size(height, width, max_pixels)
+    check_size(height, width, max_pixels)
     count, pos = _read_varint(data, pos, end, "stream count")
     if not 1 <= count <= MAX_STREAMS:
         raise FormatError(f"corrupt file: {count} streams declared (1..{MAX_STREAMS} allowed)")
@@ -179,14 +190,18 @@ def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, model: Any = None) -> P
     for length in lengths:
         strings.append([data[pos : pos + length]])
         pos += length
-    packed = Packed(model_id, (height, width), strings, None, version, header_end + CRC_BYTES)
-    if model is not None:
-        from rdkit_ae.codec.coder import latent_layout  # lazy: keeps this module model-free
+    shape = None
+    if layout is not None:
+        expected = layout(height, width)
+        check_stream_count(len(strings), expected)
+        shape = expected.shape
+    return Packed(model_id, (height, width), strings, shape, version, header_end + CRC_BYTES)
 
-        packed = Packed(
-            model_id, packed.size, strings, latent_layout(model, height, width).shape, version, packed.header_bytes
-        )
-    return packed
+
+def check_stream_count(count: int, layout: Layout) -> None:
+    """Refuse a file whose stream count is not the one the model codes."""
+    if count != layout.streams:
+        raise FormatError(f"corrupt file: {count} streams, the model codes {layout.streams}")
 
 
 def header_size(data: bytes, *, max_pixels: int = MAX_PIXELS) -> int:

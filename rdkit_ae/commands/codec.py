@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from rdkit_ae.commands.app import app, handle_errors
+from rdkit_ae.text import fmt
 
 PROGRESS_FROM = 4  # files; fewer finish too fast for a bar to help
 DECODED_SUFFIX = ".decoded.png"  # never "<stem>.png": that is usually the original image
@@ -79,10 +80,6 @@ def _run_all(err, pairs, label: str, work) -> list:
     return reports
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 @app.command()
 @handle_errors
 def compress(
@@ -103,7 +100,7 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ) -> None:
     """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
-    from rdkit_ae.codec.coder import Codec, compress_file
+    from rdkit_ae.codec import Codec, compress_file
     from rdkit_ae.codec.container import MAX_PIXELS, SUFFIX
 
     pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX))
@@ -117,7 +114,7 @@ def compress(
         check = ", verified" if r.verified else ""
         out.print(
             f"{r.source} -> {r.output}: {r.width}x{r.height}, {r.nbytes:,} bytes (container {r.header_bytes}), "
-            f"{r.bpp:.4f} bpp, CR {r.cr:.1f}, PSNR {_fmt(r.psnr, '.2f')} dB, SSIM {_fmt(r.ssim, '.4f')}{check}",
+            f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}, PSNR {fmt(r.psnr)} dB, SSIM {fmt(r.ssim, '.4f')}{check}",
             highlight=False,
             soft_wrap=True,
         )
@@ -140,7 +137,7 @@ def decompress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
 ) -> None:
     """Decode .rdk files to PNG images (bit-exact: the same file always gives the same pixels)."""
-    from rdkit_ae.codec.coder import Codec, decompress_file
+    from rdkit_ae.codec import Codec, decompress_file
     from rdkit_ae.codec.container import MAX_PIXELS
     from rdkit_ae.errors import RdkitError
 
@@ -159,7 +156,8 @@ def decompress(
     if len(reports) == 1:
         r = reports[0]
         out.print(
-            f"{r.source} -> {r.output}: {r.width}x{r.height} from {r.nbytes:,} bytes, {r.bpp:.4f} bpp, CR {r.cr:.1f}",
+            f"{r.source} -> {r.output}: {r.width}x{r.height} from {r.nbytes:,} bytes, "
+            f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}",
             highlight=False,
             soft_wrap=True,
         )
@@ -170,24 +168,27 @@ def decompress(
 def _table(console, reports, title: str, quality: bool) -> None:
     from rich.table import Table
 
+    from rdkit_ae.evaluation.metrics import cr_from_bpp
+
     columns = ["file", "output", "size", "bytes", "bpp", "CR"] + (["PSNR dB", "SSIM"] if quality else [])
     table = Table(title=title)
     for name in columns:  # fold long paths rather than cut them: the names are the point
         table.add_column(name, overflow="fold")
     for r in reports:
-        row = [r.source, r.output, f"{r.width}x{r.height}", f"{r.nbytes:,}", f"{r.bpp:.4f}", f"{r.cr:.1f}"]
+        row = [r.source, r.output, f"{r.width}x{r.height}", fmt(r.nbytes, ","), fmt(r.bpp, ".4f"), fmt(r.cr, ".1f")]
         if quality:
-            row += [_fmt(r.psnr, ".2f"), _fmt(r.ssim, ".4f")]
+            row += [fmt(r.psnr), fmt(r.ssim, ".4f")]
         table.add_row(*row)
     n = len(reports)
     bpp = sum(r.bpp for r in reports) / n
-    row = ["mean", "", "", f"{sum(r.nbytes for r in reports) / n:,.0f}", f"{bpp:.4f}", f"{24 / bpp:.1f}"]
+    mean_bytes = sum(r.nbytes for r in reports) / n
+    row = ["mean", "", "", fmt(mean_bytes, ",.0f"), fmt(bpp, ".4f"), fmt(cr_from_bpp(bpp), ".1f")]
     if quality:
         psnrs = [r.psnr for r in reports if r.psnr is not None]
         ssims = [r.ssim for r in reports if r.ssim is not None]
         row += [
-            _fmt(sum(psnrs) / len(psnrs) if psnrs else None, ".2f"),
-            _fmt(sum(ssims) / len(ssims) if ssims else None, ".4f"),
+            fmt(sum(psnrs) / len(psnrs) if psnrs else None),
+            fmt(sum(ssims) / len(ssims) if ssims else None, ".4f"),
         ]
     table.add_row(*row, style="bold")
     console.print(table)

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from rdkit_ae.commands.app import app, handle_errors, new_app
+from rdkit_ae.text import fmt
 
 recipes_app = new_app(help="List zoo recipes, or show one resolved.", no_args_is_help=False)
 app.add_typer(recipes_app, name="recipes")
@@ -80,17 +81,20 @@ def info(
     from rich.table import Table
 
     from rdkit_ae.errors import RdkitError
+    from rdkit_ae.evaluation.metrics import cr_from_bpp
     from rdkit_ae.model import build_model
+    from rdkit_ae.recipe import load_recipe
 
     try:
         h, w = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise RdkitError(f"--size must look like HxW (e.g. 32x32), got '{size}'") from None
-    model = build_model(recipe, set_)
-    table = Table("part", "plugin", "parameters", title=f"{model.recipe.name}: {model.recipe.description}")
+    resolved = load_recipe(recipe, set_)
+    model = build_model(resolved)
+    table = Table("part", "plugin", "parameters", title=f"{resolved.name}: {resolved.description}")
     for part, attr in (("encoder", "g_a"), ("quantizer", "latent_codec"), ("decoder", "g_s")):
         n = sum(p.numel() for p in getattr(model, attr).parameters())
-        table.add_row(part, model.recipe[part]["name"], f"{n:,}")
+        table.add_row(part, resolved[part]["name"], fmt(n, ","))
     console = _console()
     console.print(table)
     k, lh, lw = model.latent_shape(h, w)
@@ -98,8 +102,9 @@ def info(
     bits = model.nominal_bits(h, w)
     if bits is not None:
         bpp = bits / (h * w)
+        nbytes = bits // 8 if bits % 8 == 0 else bits / 8
         console.print(
-            f"fixed rate: {bits} bits = {bits // 8 if bits % 8 == 0 else bits / 8} bytes per image, {bpp:g} bpp, CR {24 / bpp:g}"
+            f"fixed rate: {bits} bits = {nbytes} bytes per image, {fmt(bpp, 'g')} bpp, CR {fmt(cr_from_bpp(bpp), 'g')}"
         )
     else:
         console.print("entropy-coded: the rate depends on the image (see `rdkit eval`)")

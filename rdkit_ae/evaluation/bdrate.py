@@ -127,14 +127,16 @@ def bjontegaard(
         raise ValueError("the cubic fit needs at least 4 points per curve")
     if method == "linear" and n < 4:
         notes.append(
-            f"fewer than 4 points ({len(a.rate)} anchor, {len(t.rate)} test): piecewise-linear in log-rate instead of a cubic"
+            f"fewer than 4 points ({len(a.rate)} anchor, {len(t.rate)} test): "
+            "piecewise-linear in log-rate instead of a cubic"
         )
 
     d_log_rate, q_overlap = _mean_difference(a.quality, a.log_rate, t.quality, t.log_rate, method)
     bd_rate = None if d_log_rate is None else (math.exp(d_log_rate) - 1.0) * 100.0
     if q_overlap is None:
         notes.append(
-            f"no PSNR overlap (test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')}): BD-rate not computed, no extrapolation"
+            f"no PSNR overlap (test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')}): "
+            "BD-rate not computed, no extrapolation"
         )
     elif q_overlap != (a.quality.min(), a.quality.max()) or q_overlap != (t.quality.min(), t.quality.max()):
         notes.append(
@@ -146,7 +148,8 @@ def bjontegaard(
     rate_overlap = None if lr_overlap is None else (math.exp(lr_overlap[0]), math.exp(lr_overlap[1]))
     if rate_overlap is None:
         notes.append(
-            f"no rate overlap (test {_span(t.rate, 'bpp', '.3f')}, anchor {_span(a.rate, 'bpp', '.3f')}): BD-PSNR not computed"
+            f"no rate overlap (test {_span(t.rate, 'bpp', '.3f')}, anchor {_span(a.rate, 'bpp', '.3f')}): "
+            "BD-PSNR not computed"
         )
     elif lr_overlap != (a.log_rate.min(), a.log_rate.max()) or lr_overlap != (t.log_rate.min(), t.log_rate.max()):
         notes.append(f"BD-PSNR over the rate overlap {rate_overlap[0]:.3f}-{rate_overlap[1]:.3f} bpp only")

@@ -16,7 +16,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rdkit_ae.errors import RdkitError
-from rdkit_ae.evaluation.evaluator import EvalResult, cr_from_bpp, summarize
+from rdkit_ae.evaluation.batching import same_size_batches
+from rdkit_ae.evaluation.metrics import bpp_from_bytes, cr_from_bpp
+from rdkit_ae.evaluation.metrics import quality as measure
+from rdkit_ae.evaluation.results import EvalResult, summarize
 
 
 class CodecError(RdkitError):
@@ -89,15 +92,12 @@ def evaluate_codec(
     """Code every image of an ImageSet at one quality; records follow ``evaluate``'s schema."""
     from PIL import __version__ as pillow_version
 
-    from rdkit_ae.evaluation.evaluator import _batches
-    from rdkit_ae.evaluation.metrics import quality as measure
-
     c = get_codec(codec)
     if not available(codec):
         raise CodecError(f"this Pillow ({pillow_version}) cannot write {c.label}")
     options = dict(options or {})
     records: list[dict[str, Any]] = []
-    for names, batch in _batches(images, 256):
+    for names, batch in same_size_batches(images, 256):
         decoded = np.empty_like(batch)
         sizes, t_enc, t_dec = [], [], []
         for i, img in enumerate(batch):
@@ -115,7 +115,7 @@ def evaluate_codec(
         scores = measure(batch, decoded)
         H, W = batch.shape[1:3]
         for i, name in enumerate(names):
-            bpp = 8.0 * sizes[i] / (H * W)
+            bpp = bpp_from_bytes(sizes[i], H, W)
             records.append(
                 {
                     "name": name,

@@ -1,6 +1,6 @@
-"""Image quality metrics on 8-bit RGB: PSNR, SSIM and MS-SSIM per image.
+"""Rate and quality metrics on 8-bit RGB: bpp, compression ratio, PSNR, SSIM and MS-SSIM per image.
 
-Every function takes uint8 arrays of shape (N, H, W, 3) (the original and the
+The quality metrics take uint8 arrays of shape (N, H, W, 3) (the original and the
 reconstruction already rounded to 8 bits), so learned and classical codecs are
 measured the same way. SSIM and MS-SSIM come from pytorch-msssim with
 ``data_range=255``.
@@ -13,8 +13,19 @@ import math
 import numpy as np
 
 MAX_VALUE = 255.0
+BITS_PER_PIXEL_RGB = 24.0
 SSIM_MIN_SIDE = 11  # pytorch-msssim's default Gaussian window; below it SSIM is not defined here
 MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11-tap window need min side > (11 - 1) * 2**4 = 160
+
+
+def bpp_from_bytes(nbytes: float, height: int, width: int) -> float:
+    """Bits per pixel of ``nbytes`` for an image of ``height`` x ``width`` (the original, unpadded size)."""
+    return 8.0 * nbytes / (height * width)
+
+
+def cr_from_bpp(bpp: float | None) -> float | None:
+    """Compression ratio of 8-bit RGB: 24 / bpp (None for a zero or unknown rate)."""
+    return BITS_PER_PIXEL_RGB / bpp if bpp else None
 
 
 def _check_pair(original: np.ndarray, decoded: np.ndarray) -> None:

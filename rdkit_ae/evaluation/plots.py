@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdkit_ae.evaluation.metrics import BITS_PER_PIXEL_RGB
+
 # Learned curves solid, classical codecs dashed (as compressai.utils.plot does), external dotted.
 LINESTYLES = {"learned": "-", "classical": "--", "external": ":"}
 CR_TICKS = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -20,7 +22,7 @@ PANELS = (("psnr-rgb", "PSNR (dB)"), ("ssim-rgb", "SSIM"))
 
 def _cr(bpp):
     bpp = np.asarray(bpp, dtype=float)
-    return np.divide(24.0, bpp, out=np.full_like(bpp, np.inf), where=bpp > 0)
+    return np.divide(BITS_PER_PIXEL_RGB, bpp, out=np.full_like(bpp, np.inf), where=bpp > 0)
 
 
 def plot_rd(

@@ -1,0 +1,96 @@
+"""One image array <-> ``.rdk`` bytes with a loaded model (what :class:`rdkit_ae.codec.Codec` calls).
+
+Images are coded one at a time (batched and single convolutions round
+differently), every model computation runs under
+:func:`~rdkit_ae.codec.determinism.fixed_threads`, and the entropy coders are
+guarded first (:mod:`rdkit_ae.codec.guards`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rdkit_ae.codec import container
+from rdkit_ae.codec.determinism import evaluating, fixed_threads, model_device
+from rdkit_ae.codec.guards import guard_entropy_coders
+from rdkit_ae.codec.identity import ModelMismatchError, model_id
+from rdkit_ae.codec.layout import latent_layout, plain_shape
+from rdkit_ae.data.sources import to_tensor, to_uint8
+from rdkit_ae.errors import DataError, FormatError, RdkitError
+from rdkit_ae.text import one_line
+
+
+def _check_image(image: np.ndarray, max_pixels: int) -> tuple[int, int]:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise DataError(f"expected a uint8 image of shape (H, W, 3), got {got}")
+    height, width = image.shape[:2]
+    try:
+        container.check_size(height, width, max_pixels)
+    except FormatError as exc:
+        raise DataError(str(exc)) from None
+    return height, width
+
+
+def _as_input(image: np.ndarray, model) -> torch.Tensor:
+    # Contiguous (not channels-last): the decoder sees contiguous latents, and
+    # convolutions in another memory format round differently.
+    if not image.flags.writeable:  # torch warns on read-only arrays (Pillow gives them)
+        image = image.copy()
+    return to_tensor(image).to(model_device(model)).contiguous()
+
+
+def _to_image(x_hat: torch.Tensor) -> np.ndarray:
+    # Garbage from a corrupt stream may be inf/NaN; make its pixels defined.
+    return to_uint8(torch.nan_to_num(x_hat.float(), nan=0.0))[0]
+
+
+def compress_array(
+    model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS
+) -> bytes:
+    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (entropy models must be updated; coded in eval mode)."""
+    height, width = _check_image(image, max_pixels)
+    guard_entropy_coders(model)
+    mid = model_id(model) if mid is None else mid
+    layout = latent_layout(model, height, width)
+    with evaluating(model), fixed_threads():
+        out = model.compress(_as_input(image, model))
+    if len(out["strings"]) != layout.streams or plain_shape(out["shape"]) != layout.shape:
+        raise RdkitError(
+            f"the quantizer produced shape {out['shape']!r} in {len(out['strings'])} streams, but "
+            f"{layout.shape!r} in {layout.streams} was derived; .rdk cannot store this quantizer"
+        )
+    return container.pack(mid, out, 0, max_pixels=max_pixels)
+
+
+def decompress_bytes(
+    model, data: bytes, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS
+) -> np.ndarray:
+    """Decode ``.rdk`` bytes to a uint8 (H, W, 3) image; any defect raises :class:`FormatError`."""
+    packed = container.unpack(data, max_pixels=max_pixels)
+    mid = model_id(model) if mid is None else mid
+    if packed.model_id != mid:  # before the stream count: a file of another model is not "corrupt"
+        raise ModelMismatchError(packed.model_id, mid)
+    height, width = packed.size
+    layout = latent_layout(model, height, width)
+    container.check_stream_count(len(packed.strings), layout)
+    guard_entropy_coders(model)
+    try:
+        with evaluating(model), fixed_threads():
+            x_hat = model.decompress(packed.strings, layout.shape, packed.size)["x_hat"]
+    except FormatError:
+        raise
+    except Exception as exc:  # the quantizer choked on corrupt strings; report, never crash
+        raise FormatError(f"corrupt data: the model cannot decode it ({one_line(exc, 200)})") from None
+    if tuple(x_hat.shape) != (1, 3, height, width):
+        raise FormatError(f"corrupt data: decoded to shape {tuple(x_hat.shape)}, expected (1, 3, {height}, {width})")
+    return _to_image(x_hat)
+
+
+def reconstruct_array(model, image: np.ndarray, *, max_pixels: int = container.MAX_PIXELS) -> np.ndarray:
+    """The eval-mode forward reconstruction of one image, computed as the decoder computes (what decoding will give)."""
+    _check_image(image, max_pixels)
+    with evaluating(model), fixed_threads():
+        x_hat = model(_as_input(image, model))["x_hat"]
+    return _to_image(x_hat)
