@@ -99,6 +99,10 @@ class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
     def aux_loss(self) -> Tensor:
         return self.hyper.entropy_bottleneck.loss()
 
+    def bitstream_layout(self, h: int, w: int) -> tuple[dict[str, tuple[int, int]], int]:
+        """What ``compress`` gives for an (h, w) latent: ``shape`` and the number of streams (for ``.rdk`` files)."""
+        return {"y": (h, w), "hyper": (h // self.stride, w // self.stride)}, 2
+
     def compress(self, y: Tensor) -> dict[str, Any]:
         if y.dim() != 4 or y.size(1) != self.channels:
             raise BitstreamError(

@@ -73,6 +73,7 @@ def test_quantizer_bit_exact_with_eval_forward(stages):
     c = q.compress(y)
     assert c["shape"] == {"y": (2 * s, 3 * s), "hyper": (2, 3)}
     assert len(c["strings"]) == 2 and all(len(stream) == 2 for stream in c["strings"])
+    assert q.bitstream_layout(2 * s, 3 * s) == (c["shape"], len(c["strings"]))
     y_hat = q.decompress(c["strings"], c["shape"])["y_hat"]
     assert torch.equal(y_hat, q(y)["y_hat"])
     assert torch.equal(y_hat, c["y_hat"])

@@ -44,8 +44,13 @@ def read_compressai_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's first line is generic advice; the line naming a refused global says what was found.
+        lines = [ln.strip() for ln in str(exc).splitlines()]
+        found = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if found is None:
+            raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (corrupt or another format)") from None
         raise CheckpointError(
-            f"{p}: refused: the file holds pickled objects that safe loading does not allow ({one_line(exc, 160)})"
+            f"{p}: refused: the file holds pickled objects that safe loading does not allow ({found[:160]})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file can raise anything
         raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({one_line(exc, 200)})") from None
