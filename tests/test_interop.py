@@ -145,7 +145,8 @@ def test_export_round_trip_is_read_by_compressai(saved, arch, tmp_path):
 def test_export_cli_from_checkpoint(saved, tmp_path):
     theirs, path = saved["bmshj2018-hyperprior"]
     ckpt = tmp_path / "hp.pt"
-    assert runner.invoke(app, ["import", "compressai", "bmshj2018-hyperprior", "-w", str(path), "-o", str(ckpt)]).exit_code == 0
+    args = ["import", "compressai", "bmshj2018-hyperprior", "-w", str(path), "-o", str(ckpt)]
+    assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(app, ["export", "compressai", str(ckpt)])
     assert res.exit_code == 0, res.output
     out = tmp_path / "hp.pth.tar"
@@ -193,7 +194,8 @@ def test_wrapped_and_prefixed_state_dicts_load(saved, tmp_path):
 def test_tables_are_computed_when_the_file_has_none(tmp_path):
     # CompressAI's training script saves the entropy tables empty until update() is called.
     fresh = perturbed("bmshj2018-hyperprior", seed=5)
-    state = {k: (v[:0] if k.endswith(("_cdf", "_offset", "_length", "table")) else v) for k, v in fresh.state_dict().items()}
+    tables = ("_cdf", "_offset", "_length", "table")
+    state = {k: (v[:0] if k.endswith(tables) else v) for k, v in fresh.state_dict().items()}
     assert state["gaussian_conditional._quantized_cdf"].numel() == 0
     path = tmp_path / "not-updated.pth.tar"
     torch.save({"epoch": 9, "state_dict": state}, path)
