@@ -117,3 +117,36 @@ def test_a_finished_but_unrecorded_training_is_taken_as_it_is(tmp_path, spec):
     res = run_sweep(spec, out, train_fn=lambda recipe, **kw: again.append(recipe) or train_mod.train(recipe, **kw))
     assert len(again) == 1 and res.trained == 1  # only the third point trains
     assert len(list((out / "runs").glob("*/done.json"))) == 3
+
+
+def test_a_training_cut_short_after_its_last_step_is_not_trained_again(tmp_path, spec):
+    """Killed after the last step's checkpoint but before run.json: the rerun takes last.pt as it is."""
+    calls = []
+
+    def killed_while_finishing(recipe, **kw):
+        calls.append(recipe)
+        result = train_mod.train(recipe, **kw)
+        if len(calls) == 2:
+            (kw["out"] / "run.json").unlink()  # as if killed before the trainer's last write
+            raise KeyboardInterrupt
+        return result
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, train_fn=killed_while_finishing)
+    runs = list((out / "runs").iterdir())
+    cut = [p for p in runs if (p / "train" / "last.pt").is_file() and not (p / "done.json").exists()]
+    assert len(cut) == 1 and not (cut[0] / "train" / "run.json").exists()
+
+    again = []
+
+    def counting(recipe, **kw):
+        again.append((recipe, kw.get("resume")))
+        return train_mod.train(recipe, **kw)
+
+    res = run_sweep(spec, out, train_fn=counting)
+    assert len(again) == 1 and again[0][1] is None and res.trained == 1  # only the third point trains
+    done = json.loads((cut[0] / "done.json").read_text())
+    assert done["steps"] == 2 and done["stopped"] == "max_steps" and done["train_seconds"] is None
+    assert len(list(cut[0].glob("eval-*.json"))) == 1
+    assert sorted(p.cached for c in ("conv-mse", "fact") for p in res.curves[c]["points"]) == [False, False, True]

@@ -229,8 +229,11 @@ def codec_sweeps(table: Any, source: str) -> tuple[list[CodecSweep], list[str]]:
     return sweeps, skipped
 
 
-def read_compressai_json(path: Path, name: str | None = None) -> dict[str, Any]:
-    """A CompressAI results file as ``{"name", "description", "results"}`` (``results`` may be the top level)."""
+def read_compressai_json(path: Path, name: str | None = None, base: Path | None = None) -> dict[str, Any]:
+    """A CompressAI results file as ``{"name", "description", "results"}`` (``results`` may be the top level).
+
+    Without a description the file's path stands in, relative to ``base`` when given (it lands in the reports).
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -247,7 +250,7 @@ def read_compressai_json(path: Path, name: str | None = None) -> dict[str, Any]:
         raise SpecError(f"{path}: CompressAI results need a 'psnr-rgb' list as long as 'bpp'")
     return {
         "name": name or data.get("name") or path.name.split(".")[0],
-        "description": data.get("description", str(path)),
+        "description": data.get("description", os.path.relpath(path, base) if base else str(path)),
         "results": clean,
     }
 
@@ -267,7 +270,7 @@ def external_curves(entries: Any, base: Path, source: str) -> list[dict[str, Any
         name = entry.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise SpecError(f"{source}: {where}.name must be a non-empty string, got {name!r}")
-        out.append(read_compressai_json(Path(resolve_path(entry["path"], base)), name))
+        out.append(read_compressai_json(Path(resolve_path(entry["path"], base)), name, base))
     return out
 
 
