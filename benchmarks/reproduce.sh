@@ -4,7 +4,9 @@
 # About 35 minutes on a quiet 2-core CPU. Results land in benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RDKIT_VGG_WEIGHTS=${RDKIT_VGG_WEIGHTS:-../shared/models/vgg16-caffe-features-conv1_1-conv4_3.pth}
+# An absolute path: [env] values are part of the sweep's cache keys, and the
+# spec resolves the same file to this path (so runs of `rdkit bench` alone share them).
+export RDKIT_VGG_WEIGHTS=${RDKIT_VGG_WEIGHTS:-$(realpath -m ../shared/models/vgg16-caffe-features-conv1_1-conv4_3.pth)}
 export RDKIT_VGG_PREPROCESSING=${RDKIT_VGG_PREPROCESSING:-caffe}
 mkdir -p benchmarks/results
 
