@@ -156,9 +156,8 @@ class Registry:
 
 def check_params(info: PluginInfo, params: dict[str, Any]) -> None:
     """Reject parameter names the factory does not accept, naming what it does."""
-    try:
-        sig = inspect.signature(info.factory)
-    except (TypeError, ValueError):
+    sig = _signature(info.factory)
+    if sig is None:
         return
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -181,10 +180,26 @@ def check_params(info: PluginInfo, params: dict[str, Any]) -> None:
 
 def accepted_params(factory: Callable[..., Any]) -> set[str] | None:
     """Names a factory accepts, or None when it takes ``**kwargs``."""
-    sig = inspect.signature(factory)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+    sig = _signature(factory)
+    if sig is None or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return None
     return {n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
+    """The factory's signature; a class that inherits ``__init__`` from torch or ``object`` takes no parameters.
+
+    ``nn.Module.__init__(*args, **kwargs)`` would otherwise accept anything, and
+    a bogus loss parameter would fail at construction with a TypeError.
+    """
+    if inspect.isclass(factory):
+        owner = next((c for c in factory.__mro__ if "__init__" in vars(c)), object)
+        if owner is object or owner.__module__.startswith("torch."):
+            return inspect.Signature()
+    try:
+        return inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
 
 
 REGISTRY = Registry()
