@@ -18,6 +18,7 @@ from rdkit_ae.plugins.encoders import (
     check_channels,
     check_choice,
     check_int,
+    check_stages,
     make_activation,
     make_norm,
 )
@@ -118,7 +119,7 @@ class GDNDecoder(nn.Module):
     Args:
         N: hidden channels (default 128).
         M: latent channels (default 192).
-        stages: number of stride-2 transposed convolutions, >= 1 (default 4).
+        stages: number of stride-2 transposed convolutions, 1..8 (default 4).
     """
 
     def __init__(self, N: int = 128, M: int = 192, stages: int = 4):
@@ -129,7 +130,7 @@ class GDNDecoder(nn.Module):
         name = "decoder 'gdn'"
         N = check_int(name, "N", N)
         M = check_int(name, "M", M)
-        stages = check_int(name, "stages", stages)
+        stages = check_stages(name, "stages", stages)
 
         layers: list[nn.Module] = []
         in_ch = M

@@ -20,6 +20,9 @@ from rdkit_ae.registry import register
 
 NORMS = ("batch", "group", "instance", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu")
+# Stride 2**stages: inputs are padded to a multiple of it, so 40 stages would pad
+# a 32x32 image to 2**40 pixels a side. 8 (stride 256) is well past published models.
+MAX_STAGES = 8
 
 
 # -- shared option helpers ----------------------------------------------------
@@ -44,12 +47,21 @@ def check_int(plugin: str, param: str, value: object, minimum: int = 1, maximum:
 
 
 def check_channels(plugin: str, channels: object) -> tuple[int, ...]:
-    """A non-empty sequence of positive ints (a TOML list or a tuple)."""
+    """A non-empty sequence of at most MAX_STAGES positive ints (a TOML list or a tuple): one per stride-2 stage."""
     if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or len(channels) == 0:
         raise PluginError(
             f"{plugin}: channels must be a non-empty list of positive integers, e.g. [32, 64, 128]; got {channels!r}"
         )
+    if len(channels) > MAX_STAGES:
+        raise PluginError(
+            f"{plugin}: channels has {len(channels)} entries (stride-2 stages); at most {MAX_STAGES} are allowed"
+        )
     return tuple(check_int(plugin, "channels", c) for c in channels)
+
+
+def check_stages(plugin: str, param: str, value: object) -> int:
+    """A count of stride-2 stages in 1..MAX_STAGES."""
+    return check_int(plugin, param, value, 1, MAX_STAGES)
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -142,7 +154,7 @@ class GDNEncoder(nn.Module):
     Args:
         N: hidden channels (default 128).
         M: latent channels (default 192).
-        stages: number of stride-2 convolutions, >= 1 (default 4).
+        stages: number of stride-2 convolutions, 1..8 (default 4).
     """
 
     def __init__(self, N: int = 128, M: int = 192, stages: int = 4):
@@ -153,7 +165,7 @@ class GDNEncoder(nn.Module):
         name = "encoder 'gdn'"
         N = check_int(name, "N", N)
         M = check_int(name, "M", M)
-        stages = check_int(name, "stages", stages)
+        stages = check_stages(name, "stages", stages)
 
         layers: list[nn.Module] = []
         in_ch = 3
@@ -170,4 +182,13 @@ class GDNEncoder(nn.Module):
         return self.net(x)
 
 
-__all__ = ["ConvEncoder", "GDNEncoder", "NORMS", "ACTIVATIONS", "check_choice", "check_int"]
+__all__ = [
+    "ConvEncoder",
+    "GDNEncoder",
+    "NORMS",
+    "ACTIVATIONS",
+    "MAX_STAGES",
+    "check_choice",
+    "check_int",
+    "check_stages",
+]

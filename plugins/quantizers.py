@@ -288,14 +288,14 @@ class HyperpriorQuantizer(HyperpriorLatentCodec):
     Args:
         channels: latent channels k.
         N: channels of the hyper-latent z (default 128).
-        hyper_stages: stride-2 steps in h_a / h_s, >= 1 (default 2).
+        hyper_stages: stride-2 steps in h_a / h_s, 1..4 (default 2).
     """
 
     def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2):
         name = "quantizer 'hyperprior'"
         channels = check_int(name, "channels", channels)
         N = check_int(name, "N", N)
-        hyper_stages = check_int(name, "hyper_stages", hyper_stages)
+        hyper_stages = check_int(name, "hyper_stages", hyper_stages, 1, 4)  # stride 2**hyper_stages pads inputs
         h_a, h_s = _hyper_transforms(channels, N, hyper_stages)
         super().__init__(
             latent_codec={
