@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_codec_support as support
 import torch
-from test_codec_support import ZOO, make_checkpoint, reference, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
+from test_codec_support import ZOO, make_checkpoint, reference, smooth_image
 
 from rdkit_ae.checkpoint import load_model
-from rdkit_ae.codec import container
 from rdkit_ae.codec import (
     Codec,
     ModelMismatchError,
     compress_array,
     compress_file,
+    container,
     decompress_bytes,
     decompress_file,
     fixed_threads,
@@ -25,6 +26,10 @@ from rdkit_ae.codec import (
     model_id,
 )
 from rdkit_ae.errors import CheckpointError, DataError, FormatError, RdkitError
+
+# Shared session fixtures (pytest finds them as attributes of this module).
+zoo_checkpoints = support.zoo_checkpoints
+tiny_checkpoints = support.tiny_checkpoints
 
 KODAK = next(
     (

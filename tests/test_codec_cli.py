@@ -8,15 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_codec_support as support
 import torch
 from PIL import Image
-from test_codec_support import reference, run_rdkit, smooth_image, tiny_checkpoints, zoo_checkpoints  # noqa: F401
+from test_codec_support import reference, run_rdkit, smooth_image
 from typer.testing import CliRunner
 
 from rdkit_ae.cli import app
-from rdkit_ae.codec import container
-from rdkit_ae.codec import Codec
+from rdkit_ae.codec import Codec, container
 from rdkit_ae.data.sources import read_image
+
+# Shared session fixtures (pytest finds them as attributes of this module).
+zoo_checkpoints = support.zoo_checkpoints
+tiny_checkpoints = support.tiny_checkpoints
 
 runner = CliRunner()
 

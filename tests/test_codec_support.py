@@ -31,7 +31,7 @@ def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     channels = []
-    for c in range(3):
+    for _ in range(3):
         fx, fy, phase = rng.uniform(2, 9, 2).tolist() + [rng.uniform(0, 6.3)]
         wave = np.sin(xx / max(width, 1) * fx + phase) * np.cos(yy / max(height, 1) * fy)
         ramp = (xx / max(width, 1) + yy / max(height, 1)) / 2

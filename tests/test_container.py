@@ -54,6 +54,21 @@ def test_pack_takes_the_indexed_image_of_a_batch():
     assert p.strings == [[b"img1-y"], [b"img1-z"]]
 
 
+def test_unpack_with_a_layout_fills_the_shape_and_checks_the_stream_count():
+    data = pack(MID, _compressed([b"y" * 40, b"z" * 9], size=(24, 40)))
+    asked = []
+
+    def layout(height, width):
+        asked.append((height, width))
+        return container.Layout({"y": (3, 5), "hyper": (1, 2)}, 2)
+
+    p = unpack(data, layout=layout)
+    assert asked == [(24, 40)] and p.shape == {"y": (3, 5), "hyper": (1, 2)}
+    assert p.strings == [[b"y" * 40], [b"z" * 9]] and unpack(data).shape is None
+    with pytest.raises(FormatError, match="^corrupt file: 2 streams, the model codes 1$"):
+        unpack(data, layout=lambda h, w: container.Layout((h // 8, w // 8), 1))
+
+
 def test_overhead_on_32x32_is_at_most_16_bytes():
     # One stream (uniform, factorized): 14 bytes; two (hyperprior, first < 16 KiB): 16.
     assert container.overhead(32, 32, [256]) == 14

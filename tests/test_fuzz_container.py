@@ -14,14 +14,17 @@ import zlib
 
 import numpy as np
 import pytest
+import test_codec_support as support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_codec_support import run_python, smooth_image, tiny_checkpoints  # noqa: F401
+from test_codec_support import run_python, smooth_image
 
-from rdkit_ae.codec import container
-from rdkit_ae.codec import Codec
+from rdkit_ae.codec import Codec, container
 from rdkit_ae.codec.guards import _pad_bytes
 from rdkit_ae.errors import FormatError
+
+# Shared session fixtures (pytest finds them as attributes of this module).
+tiny_checkpoints = support.tiny_checkpoints
 
 MID = b"\x0b\xad\xc0\xde"
 HANG_LIMIT_S = 240  # a whole fuzz test; far beyond its normal few seconds
