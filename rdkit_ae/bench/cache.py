@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rdkit_ae.evaluation.evaluator import EvalResult
+from rdkit_ae.evaluation.results import EvalResult
 from rdkit_ae.files import write_json
 
 CACHE_VERSION = 1

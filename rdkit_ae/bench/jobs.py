@@ -26,7 +26,9 @@ from rdkit_ae.bench.training import TrainOutcome, finished_run, train_point
 from rdkit_ae.data.sources import ImageSet
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.classic import evaluate_codec, get_codec
-from rdkit_ae.evaluation.evaluator import EvalResult, cr_from_bpp, evaluate_checkpoint
+from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
+from rdkit_ae.evaluation.metrics import cr_from_bpp
+from rdkit_ae.evaluation.results import EvalResult
 from rdkit_ae.files import write_json
 from rdkit_ae.recipe import Recipe
 

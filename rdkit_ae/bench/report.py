@@ -20,8 +20,8 @@ from PIL import __version__ as pillow_version
 
 from rdkit_ae.bench.spec import SweepSpec, effective_env
 from rdkit_ae.evaluation.bdrate import bjontegaard
-from rdkit_ae.evaluation.evaluator import compressai_entry, write_records_csv
 from rdkit_ae.evaluation.plots import plot_rd
+from rdkit_ae.evaluation.results import compressai_entry, write_records_csv
 from rdkit_ae.files import atomic_write_text, write_json
 
 Curves = dict[str, dict[str, Any]]  # name -> {"kind", "description", "points": [PointResult]}

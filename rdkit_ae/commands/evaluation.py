@@ -45,7 +45,8 @@ def eval_(
 
     from rdkit_ae.data.sources import load_images
     from rdkit_ae.errors import RdkitError
-    from rdkit_ae.evaluation.evaluator import evaluate_checkpoint, results_curve, write_records_csv
+    from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
+    from rdkit_ae.evaluation.results import results_curve, write_records_csv
     from rdkit_ae.files import write_json
     from rdkit_ae.text import fmt
 
