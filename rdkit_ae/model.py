@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
+from rdkit_ae.errors import RdkitError, RecipeError
 from rdkit_ae.recipe import Recipe, load_recipe
 from rdkit_ae.registry import accepted_params, create, get_plugin
+from rdkit_ae.text import one_line
+
+MAX_PARAMS_ENV = "RDKIT_MAX_PARAMS"
+DEFAULT_MAX_PARAMS = 200_000_000  # ~800 MB of float32 weights; published codecs have well under 100M
+MAX_STRIDE = 1 << 10  # inputs are padded to a multiple of the stride: 1024 pads a 1x1 image to 12 MB
 
 
 class RDModel(CompressionModel):
@@ -21,6 +30,11 @@ class RDModel(CompressionModel):
     right and bottom (replicating the border) to a multiple of :attr:`stride`
     and the output is cropped back.
     """
+
+    # Plugins: any nn.Module with the documented attributes (stride, out_channels, compress, ...).
+    g_a: Any
+    latent_codec: Any
+    g_s: Any
 
     def __init__(self, encoder: nn.Module, quantizer: nn.Module, decoder: nn.Module, recipe: Recipe | None = None):
         super().__init__()
@@ -93,15 +107,25 @@ def _params(table: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in table.items() if k != "name"}
 
 
-def build_model(recipe: Recipe | str, overrides: Sequence[str] = ()) -> RDModel:
+def build_model(recipe: Recipe | str, overrides: Sequence[str] = (), *, max_params: int | None = None) -> RDModel:
     """Build the :class:`RDModel` a recipe (or recipe name/path) describes.
 
     The decoder receives every encoder parameter of the same name that it
     accepts and the recipe does not set, so ``[decoder] name = "conv"`` mirrors
     the encoder; the quantizer receives ``channels`` from the encoder.
+
+    Before any weight is allocated the model is planned on fake tensors
+    (:func:`plan_model`): one that does not fit together, or holds more than
+    ``max_params`` parameters (default :func:`param_limit`), is refused with a
+    :class:`RecipeError`.
     """
     if not isinstance(recipe, Recipe) or overrides:
         recipe = load_recipe(recipe, overrides)
+    plan_model(recipe, max_params)
+    return _assemble(recipe)
+
+
+def _assemble(recipe: Recipe) -> RDModel:
     enc_cfg, q_cfg, dec_cfg = recipe["encoder"], recipe["quantizer"], recipe["decoder"]
     enc_params = _params(enc_cfg)
     encoder = create("encoder", enc_cfg["name"], **enc_params)
@@ -117,6 +141,79 @@ def build_model(recipe: Recipe | str, overrides: Sequence[str] = ()) -> RDModel:
         q_params["channels"] = int(encoder.out_channels)
     quantizer = create("quantizer", q_cfg["name"], **q_params)
     return RDModel(encoder, quantizer, decoder, recipe)
+
+
+def param_limit() -> int:
+    """Most parameters a model may have: ``$RDKIT_MAX_PARAMS`` or 200 million."""
+    text = os.environ.get(MAX_PARAMS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAMS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise RecipeError(f"{MAX_PARAMS_ENV} must be a number of parameters, got {text!r}") from None
+    if value < 1:
+        raise RecipeError(f"{MAX_PARAMS_ENV} must be positive, got {text!r}")
+    return value
+
+
+def plan_model(recipe: Recipe, max_params: int | None = None) -> dict[str, tuple[int, ...]] | None:
+    """Check a recipe's model without allocating it; return its parameter shapes.
+
+    The model is built on fake tensors (meta storage: no memory, no random
+    numbers drawn) and its encoder and decoder are run on a fake image, so a
+    crafted recipe with a billion parameters, or a decoder that does not fit
+    the encoder, is refused in milliseconds. (``torch.device("meta")`` alone
+    cannot build CompressAI modules: they create CPU tensors with the legacy
+    ``torch.Tensor`` constructor.) Returns None for a plugin that cannot be
+    built on fake tensors; the real build then reports its own errors.
+    """
+    limit = param_limit() if max_params is None else int(max_params)
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            model = _assemble(recipe)
+    except RdkitError:
+        raise
+    except Exception:  # noqa: BLE001 - a third-party plugin that needs real tensors: nothing to plan
+        return None
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > limit:
+        raise RecipeError(
+            f"{recipe.source}: the model would have {count:,} parameters, more than the limit of {limit:,} "
+            f"(set {MAX_PARAMS_ENV} to allow more)"
+        )
+    if model.stride > MAX_STRIDE:
+        raise RecipeError(
+            f"{recipe.source}: the model's total stride {model.stride} exceeds {MAX_STRIDE} "
+            "(fewer encoder stages or hyper_stages)"
+        )
+    _check_fit(model, recipe)
+    return shapes
+
+
+def _check_fit(model: RDModel, recipe: Recipe) -> None:
+    """Refuse a decoder that does not invert the encoder's shape (it would fail at the first training step)."""
+    enc, dec = recipe["encoder"]["name"], recipe["decoder"]["name"]
+    what = f"{recipe.source}: decoder '{dec}' does not fit encoder '{enc}'"
+    pairs = [("out_channels", "in_channels", "latent channels"), ("stride", "stride", "stride")]
+    for enc_attr, dec_attr, label in pairs:
+        a, b = getattr(model.g_a, enc_attr, None), getattr(model.g_s, dec_attr, None)
+        if isinstance(a, int) and isinstance(b, int) and a != b:
+            raise RecipeError(f"{what}: {label} {a} (encoder) vs {b} (decoder)")
+    q_channels = getattr(model.latent_codec, "channels", None)
+    k = getattr(model.g_a, "out_channels", None)
+    if isinstance(q_channels, int) and isinstance(k, int) and q_channels != k:
+        raise RecipeError(f"{recipe.source}: quantizer channels {q_channels} do not match the encoder's {k} latents")
+    s = model.stride
+    model.eval()  # batch norm on a 1x1 batch would refuse to run in training mode
+    try:
+        with torch.no_grad():
+            x_hat = model.g_s(model.g_a(torch.zeros(1, 3, s, s)))
+    except Exception as exc:  # noqa: BLE001 - any shape error is the recipe's
+        raise RecipeError(f"{what}: {one_line(exc, 200)}") from None
+    if tuple(x_hat.shape) != (1, 3, s, s):
+        raise RecipeError(f"{what}: a 3x{s}x{s} image comes back as {'x'.join(map(str, x_hat.shape[1:]))}")
 
 
 class Objective(nn.Module):
