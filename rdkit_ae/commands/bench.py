@@ -118,7 +118,7 @@ def bench(
     from rdkit_ae.bench import load_spec, run_sweep
     from rdkit_ae.errors import RdkitError
     from rdkit_ae.text import escape
-    from rdkit_ae.training.trainer import TrainingInterrupted
+    from rdkit_ae.training import TrainingInterrupted
 
     sweep = load_spec(spec)
     out = out or Path("runs") / f"bench-{sweep.name}"
