@@ -7,19 +7,24 @@ nothing in it can run code.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from compressai.entropy_models import EntropyBottleneck
 
 from rdkit_ae.errors import CheckpointError, RdkitError
 from rdkit_ae.files import atomic_write_bytes
+from rdkit_ae.model import MAX_PARAMS_ENV, assemble_model, param_limit, plan_model
 from rdkit_ae.recipe import Recipe
+from rdkit_ae.text import one_line
 
 FORMAT = "rdkit-ae-checkpoint"
 VERSION = 1
+DIGEST_KEY = "model_sha256"  # absent from checkpoints written before it existed; they still load
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, recipe: Recipe, **extra: Any) -> None:
@@ -32,11 +37,43 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, recipe: Recipe, **
         "model": model.state_dict(),
         **extra,
     }
+    write_checkpoint(path, payload)
+
+
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint payload atomically, with a fresh digest of its weights."""
+    payload = {**payload, DIGEST_KEY: state_digest(payload["model"])}
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; refuse anything else with a clear error."""
+def state_digest(state: Mapping[str, Any]) -> str:
+    """sha256 over every tensor of a state dict: names, dtypes, shapes and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        if not isinstance(value, torch.Tensor):
+            continue
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{t.dtype}\0{tuple(value.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def checkpoint_byte_limit(max_params: int | None = None) -> int:
+    """Largest total the archive's members may unpack to: weights plus optimizer state (x4) and slack."""
+    limit = param_limit() if max_params is None else int(max_params)
+    return 16 * limit + (256 << 20)
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, max_params: int | None = None
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; refuse anything else with a clear error.
+
+    The archive may unpack to at most :func:`checkpoint_byte_limit` bytes, its
+    weights hold at most twice ``max_params`` elements (default
+    :func:`rdkit_ae.model.param_limit`), and a stored digest must match them.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
@@ -44,6 +81,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     # a bare pickle) is not ours, and torch would describe it confusingly.
     if not zipfile.is_zipfile(p):
         raise CheckpointError(f"{p}: not a readable checkpoint (not a PyTorch zip archive)")
+    _check_archive_size(p, checkpoint_byte_limit(max_params))
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -53,7 +91,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             (ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), lines[0] if lines else "unsupported content"
         )
         raise CheckpointError(
-            f"{p}: refused: the checkpoint holds pickled code or objects that safe loading does not allow ({detail[:200]})"
+            f"{p}: refused: the checkpoint holds pickled code or objects that safe loading does not allow "
+            f"({detail[:200]})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a corrupt archive or pickle can raise anything (KeyError, TypeError, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -66,23 +105,57 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     if not isinstance(payload.get("recipe"), str) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(f"{p}: checkpoint lacks its recipe or weights")
+    _check_weights(p, payload, max_params)
     return payload
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+def _check_archive_size(p: Path, limit: int) -> None:
+    """Refuse, before torch reads it, an archive whose members would unpack to more than ``limit`` bytes."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: not a readable checkpoint ({one_line(exc, 200)})") from None
+    if total > limit:
+        raise CheckpointError(
+            f"{p}: refused: the archive unpacks to {total:,} bytes, more than the limit of {limit:,} "
+            f"(set {MAX_PARAMS_ENV} to allow larger models)"
+        )
+
+
+def _check_weights(p: Path, payload: dict[str, Any], max_params: int | None) -> None:
+    state = payload["model"]
+    limit = param_limit() if max_params is None else int(max_params)
+    count = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+    # Parameters plus buffers (entropy tables): twice the parameter limit is generous.
+    if count > 2 * limit:
+        raise CheckpointError(f"{p}: refused: the weights hold {count:,} numbers, more than the limit of {2 * limit:,}")
+    digest = payload.get(DIGEST_KEY)
+    if digest is None:
+        return  # written before digests were stored
+    if not isinstance(digest, str) or digest != state_digest(state):
+        raise CheckpointError(
+            f"{p}: the weights do not match their stored digest (the file is corrupted or was edited)"
+        )
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, max_params: int | None = None):
     """Rebuild the model stored in a checkpoint: ``(model, recipe, payload)``.
 
     The model is in eval mode with its entropy models ready to code: tables
     stored in the checkpoint are used as they are (so encoder and decoder
     machines share them), and computed on the CPU only where absent.
     """
-    from rdkit_ae.model import build_model
-
-    payload = load_checkpoint(path, map_location)
+    payload = load_checkpoint(path, map_location, max_params=max_params)
     try:
         recipe = Recipe.from_toml(payload["recipe"], payload.get("recipe_name", Path(path).stem), f"{path}:recipe")
-        model = build_model(recipe)
+        # Planned on fake tensors first: a crafted recipe is refused before it can allocate anything.
+        shapes = plan_model(recipe, max_params)
+        _check_shapes(path, shapes, payload["model"])
+        model = assemble_model(recipe)
         model.load_state_dict(payload["model"])
+    except CheckpointError:
+        raise
     except RdkitError as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - untrusted content: any failure to rebuild is the file's fault
@@ -94,14 +167,23 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     return model, recipe, payload
 
 
+def _check_shapes(path: str | Path, shapes: dict[str, tuple[int, ...]] | None, state: dict[str, Any]) -> None:
+    """Stored parameters must have the shapes the recipe's model gives them."""
+    for name, shape in (shapes or {}).items():
+        stored = state.get(name)
+        if isinstance(stored, torch.Tensor) and tuple(stored.shape) != shape:
+            raise CheckpointError(
+                f"{path}: weights do not fit the stored recipe ('{name}' is {tuple(stored.shape)}, the recipe "
+                f"gives {shape})"
+            )
+
+
 def _check_quantiles(model: torch.nn.Module, path: str | Path) -> None:
     """Refuse entropy-bottleneck quantiles that would make ``update()`` build absurd tables.
 
     ``update()`` allocates a CDF as long as the quantile range, so a crafted
     range of 1e12 would exhaust memory before anything else could object.
     """
-    from compressai.entropy_models import EntropyBottleneck
-
     for name, m in model.named_modules():
         if isinstance(m, EntropyBottleneck):
             q = m.quantiles.detach()

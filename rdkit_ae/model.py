@@ -122,10 +122,11 @@ def build_model(recipe: Recipe | str, overrides: Sequence[str] = (), *, max_para
     if not isinstance(recipe, Recipe) or overrides:
         recipe = load_recipe(recipe, overrides)
     plan_model(recipe, max_params)
-    return _assemble(recipe)
+    return assemble_model(recipe)
 
 
-def _assemble(recipe: Recipe) -> RDModel:
+def assemble_model(recipe: Recipe) -> RDModel:
+    """Build a recipe's model as it stands, without :func:`plan_model`'s checks (for callers that planned it)."""
     enc_cfg, q_cfg, dec_cfg = recipe["encoder"], recipe["quantizer"], recipe["decoder"]
     enc_params = _params(enc_cfg)
     encoder = create("encoder", enc_cfg["name"], **enc_params)
@@ -171,7 +172,7 @@ def plan_model(recipe: Recipe, max_params: int | None = None) -> dict[str, tuple
     limit = param_limit() if max_params is None else int(max_params)
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
-            model = _assemble(recipe)
+            model = assemble_model(recipe)
     except RdkitError:
         raise
     except Exception:  # noqa: BLE001 - a third-party plugin that needs real tensors: nothing to plan
