@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "rdkit_ae.plugins.quantizers",
     "rdkit_ae.plugins.meanscale",
     "rdkit_ae.plugins.losses",
+    "rdkit_ae.plugins.callbacks",
 )
 BUILTIN = "built-in"
 
@@ -52,7 +53,7 @@ class PluginFailure:
 
 @dataclass
 class Registry:
-    kinds: list[str] = field(default_factory=lambda: ["encoder", "decoder", "quantizer", "loss"])
+    kinds: list[str] = field(default_factory=lambda: ["encoder", "decoder", "quantizer", "loss", "callback"])
     _plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     _loaded: bool = False

@@ -16,14 +16,9 @@ from rdkit_ae.errors import RdkitError, RecipeError
 from rdkit_ae.files import atomic_write_bytes
 from rdkit_ae.recipe import load_recipe
 from rdkit_ae.registry import REGISTRY, register
-from rdkit_ae.training.trainer import (
-    LRSchedule,
-    NonFiniteLossError,
-    build_optimizers,
-    build_training,
-    split_parameters,
-    train,
-)
+from rdkit_ae.training import train
+from rdkit_ae.training.optim import LRSchedule, build_optimizers, build_training, split_parameters
+from rdkit_ae.training.results import NonFiniteLossError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

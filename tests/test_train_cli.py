@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import load_checkpoint
 from rdkit_ae.cli import app
-from rdkit_ae.training.trainer import train
+from rdkit_ae.training import train
 
 RDKIT = Path(sys.executable).with_name("rdkit")
 

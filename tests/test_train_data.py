@@ -12,7 +12,7 @@ from train_helpers import FAST, TINY_CONV, make_fake_cifar10, make_png_folder
 from rdkit_ae.data.datasets import ImageDataset, augment, item_uniforms, train_batches, val_batches
 from rdkit_ae.data.sources import ImageSet, load_images
 from rdkit_ae.errors import DataError
-from rdkit_ae.training.trainer import train
+from rdkit_ae.training import train
 
 
 def _array(n=12, h=20, w=24, seed=0):

@@ -1,4 +1,4 @@
-"""``rdkit train``: a thin layer over :func:`rdkit_ae.train.train`."""
+"""``rdkit train``: the CLI spelling of :class:`rdkit_ae.training.options.TrainOptions`, run by the Trainer."""
 
 from __future__ import annotations
 
@@ -51,29 +51,31 @@ def train(
     Ctrl-C saves last.pt and exits with code 130; continue with --resume RUN_DIR.
     Under torchrun every process runs this same command; rank 0 writes.
     """
-    from rdkit_ae.training.trainer import TrainingInterrupted
-    from rdkit_ae.training.trainer import train as run_training
+    from rdkit_ae.training.loop import Trainer
+    from rdkit_ae.training.options import TrainOptions
+    from rdkit_ae.training.results import TrainingInterrupted
 
+    options = TrainOptions(
+        recipe=recipe,
+        data=data,
+        out=out,
+        overrides=tuple(set_),
+        epochs=epochs,
+        max_steps=max_steps,
+        limit_train=limit_train,
+        limit_val=limit_val,
+        time_budget=time_budget,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        threads=threads,
+        resume=resume,
+        quiet=quiet,
+        evaluate=not no_eval,
+        workers=workers,
+    )
     try:
-        run_training(
-            recipe,
-            data,
-            out,
-            overrides=set_,
-            epochs=epochs,
-            max_steps=max_steps,
-            limit_train=limit_train,
-            limit_val=limit_val,
-            time_budget=time_budget,
-            val_fraction=val_fraction,
-            seed=seed,
-            device=device,
-            threads=threads,
-            resume=resume,
-            quiet=quiet,
-            evaluate=not no_eval,
-            workers=workers,
-        )
+        Trainer(options).run()
     except TrainingInterrupted as exc:
         if exc.is_main:
             typer.echo(str(exc), err=True)

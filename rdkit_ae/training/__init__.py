@@ -1,5 +1,8 @@
 """Training: options, the loop and its callbacks, state and resume, distributed helpers, run folders."""
 
+from rdkit_ae.training.callbacks import Callback
+from rdkit_ae.training.context import TrainContext
+from rdkit_ae.training.options import TrainOptions
 from rdkit_ae.training.trainer import TrainingInterrupted, TrainResult, train
 
-__all__ = ["TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["Callback", "TrainContext", "TrainOptions", "TrainResult", "TrainingInterrupted", "train"]

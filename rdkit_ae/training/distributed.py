@@ -184,10 +184,10 @@ def from_rank0(info: DistInfo, fn: Callable[[], T]) -> T:
             raise
         broadcast_object((True, value))
         return value
-    ok, value = broadcast_object(None)
-    if not ok:
-        raise RdkitError(value)
-    return value
+    reply: tuple[bool, Any] = broadcast_object((False, None))  # replaced by rank 0's (ok, value or message)
+    if not reply[0]:
+        raise RdkitError(str(reply[1]))
+    return reply[1]
 
 
 def broadcast_tensors(tensors: Iterable[torch.Tensor], src: int = 0) -> None:

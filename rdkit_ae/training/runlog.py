@@ -1,18 +1,18 @@
-"""A training run's text and figure outputs: metrics.jsonl, run.json, loss_curves.png, comparison.png.
-
-Figures use matplotlib's Agg backend, imported only when a figure is drawn.
-"""
+"""metrics.jsonl: the file, the record of one (possibly partial) epoch, and the callback that appends it."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import numpy as np
+from typing import Any, Callable
 
 from rdkit_ae.files import atomic_write_bytes, json_safe
+from rdkit_ae.training import distributed as dist
+from rdkit_ae.training.callbacks import Callback
+from rdkit_ae.training.context import TrainContext
+
+METRICS = "metrics.jsonl"
 
 
 class MetricsLog:
@@ -46,89 +46,43 @@ class MetricsLog:
         return kept
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # files only: never open a window, work without a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def loss_terms(metrics: Sequence[dict[str, Any]]) -> list[str]:
-    """Term names present as train_<name> or val_<name> (total 'loss' first)."""
-    names: list[str] = []
-    skip = {"psnr", "ssim", "bpp"}
-    for rec in metrics:
-        for key in rec:
-            for prefix in ("train_", "val_"):
-                if key.startswith(prefix):
-                    name = key[len(prefix) :]
-                    if name not in names and name not in skip:
-                        names.append(name)
-    return sorted(names, key=lambda n: (n != "loss", n == "aux", names.index(n)))
+def epoch_record(ctx: TrainContext, complete: bool, train_time: float, images: int, elapsed: float) -> dict[str, Any]:
+    """The metrics.jsonl line of the epoch just trained and validated (collective: sums the ranks' losses)."""
+    p = ctx.position
+    acc = dist.all_reduce(p.acc.detach().clone()).tolist() if p.acc is not None else [math.nan] * len(ctx.term_names)
+    steps = max(1, p.batch * ctx.info.world_size)
+    rec: dict[str, Any] = {
+        "epoch": p.epoch + 1,
+        "partial": not complete,
+        "epoch_progress": p.epoch + min(1.0, p.batch / max(1, ctx.steps_per_epoch)),
+        "step": p.step,
+        "lr": ctx.schedule.lr,
+    }
+    rec.update({f"train_{n}": v / steps for n, v in zip(ctx.term_names, acc)})
+    rec.update(ctx.val_metrics or {})
+    rec["images_per_s"] = images / train_time if train_time > 0 else None
+    rec["epoch_time_s"] = train_time
+    rec["time_s"] = elapsed
+    return rec
 
 
-def plot_loss_curves(metrics: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> None:
-    """One panel per loss term: training and validation value per epoch."""
-    plt = _pyplot()
-    names = loss_terms(metrics) or ["loss"]
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    x = [r.get("epoch_progress", r.get("epoch")) for r in metrics]
-    for ax, name in zip(axes.flat, names):
-        for prefix, style in (("train_", "-o"), ("val_", "-s")):
-            pts = [(xi, r.get(prefix + name)) for xi, r in zip(x, metrics)]
-            pts = [(a, b) for a, b in pts if a is not None and b is not None]
-            if pts:
-                ax.plot(*zip(*pts), style, markersize=3, label=prefix[:-1])
-        values = [r.get(p + name) for r in metrics for p in ("train_", "val_")]
-        if values and all(v is not None and v > 0 for v in values):
-            ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save_figure(fig, path, plt)
+class MetricsLogger(Callback):
+    """Appends each epoch's record to metrics.jsonl (rank 0); a resumed run first drops the lines it redoes."""
 
+    builtin = True
 
-def plot_comparison(
-    originals: np.ndarray,
-    reconstructions: np.ndarray,
-    path: str | Path,
-    labels: Sequence[str] | None = None,
-    title: str = "",
-) -> None:
-    """Originals (top row) above their reconstructions (bottom row); uint8 (N, H, W, 3)."""
-    plt = _pyplot()
-    n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 3.8), squeeze=False)
-    for i in range(n):
-        for row, img in ((0, originals[i]), (1, reconstructions[i])):
-            ax = axes[row, i]
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if labels is not None:
-            axes[1, i].set_xlabel(labels[i], fontsize=7)
-    axes[0, 0].set_ylabel("original")
-    axes[1, 0].set_ylabel("reconstruction")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    _save_figure(fig, path, plt)
+    def __init__(self, path: Path):
+        self.log = MetricsLog(path)
 
+    def on_train_start(self, ctx: TrainContext) -> None:
+        if not ctx.info.is_main:
+            return
+        epoch = ctx.epoch
+        if ctx.resumed:
+            self.log.keep(lambda r: not r.get("partial") and int(r.get("epoch", 0)) <= epoch)
+        else:
+            self.log.keep(lambda r: False)
 
-def _save_figure(fig, path: str | Path, plt) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    def on_epoch_end(self, ctx: TrainContext) -> None:
+        if ctx.info.is_main and ctx.record is not None:
+            self.log.append(ctx.record)

@@ -1,0 +1,21 @@
+"""Built-in training callbacks, registered so ``rdkit plugins --kind callback`` lists them.
+
+The trainer always runs these itself (a recipe cannot name them); a recipe's
+``[train] callbacks`` name third-party ones, registered with
+``@register("callback", "name")``.
+"""
+
+from __future__ import annotations
+
+from rdkit_ae.registry import register
+from rdkit_ae.training.checkpoints import Checkpointer
+from rdkit_ae.training.figures import Figures
+from rdkit_ae.training.runlog import MetricsLogger
+from rdkit_ae.training.stops import NonFiniteStop, StepLimit, TimeBudget
+
+register("callback", "checkpoint")(Checkpointer)
+register("callback", "metrics-log")(MetricsLogger)
+register("callback", "figures")(Figures)
+register("callback", "nonfinite-stop")(NonFiniteStop)
+register("callback", "max-steps")(StepLimit)
+register("callback", "time-budget")(TimeBudget)
