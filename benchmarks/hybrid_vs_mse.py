@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RDKIT_VGG_PREPROCESSING", "caffe")
     import torch
 
-    from rdkit_ae.training.trainer import train
+    from rdkit_ae.training import train
 
     runs = args.runs or Path("runs") / f"hybrid-vs-mse-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = []

@@ -90,7 +90,7 @@ def make_batches(n_batches: int, batch: int, seed: int) -> tuple[list[torch.Tens
 # -- the toolkit ------------------------------------------------------------------
 class Toolkit:
     def __init__(self, recipe):
-        from rdkit_ae.training.trainer import TrainStep, build_training
+        from rdkit_ae.training.optim import TrainStep, build_training
 
         self.model, self.objective, opt, aux_opt, self.schedule = build_training(recipe, "cpu", steps_per_epoch=1000)
         self.step = TrainStep(self.model, self.objective, opt, aux_opt, float(recipe.train["clip_grad"]))
