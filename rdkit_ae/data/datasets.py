@@ -19,7 +19,7 @@ DataLoader workers, number of processes or where a resumed run starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -111,7 +111,7 @@ class ImageDataset(Dataset):
             self._array = torch.from_numpy(np.ascontiguousarray(arr))
             self.sizes = np.tile(np.asarray(arr.shape[1:3], dtype=np.int64), (len(arr), 1))
         else:
-            self.sizes = np.asarray([image_size(p) for p in images.files], dtype=np.int64)
+            self.sizes = np.asarray([image_size(p) for p in images.file_list()], dtype=np.int64)
             pixels = int((self.sizes[:, 0] * self.sizes[:, 1]).sum()) * 3
             self._cache_enabled = pixels <= _CACHE_BYTES
         self.patch = (min(crop_size, int(self.sizes[:, 0].min())), min(crop_size, int(self.sizes[:, 1].min())))
@@ -136,7 +136,7 @@ class ImageDataset(Dataset):
     def _file_image(self, i: int) -> np.ndarray:
         img = self._cache.get(i)
         if img is None:
-            img = read_image(self.images.files[i])[0]
+            img = read_image(self.images.file_list()[i])[0]
             if self._cache_enabled:
                 self._cache[i] = img
         return img
@@ -150,9 +150,9 @@ class ImageDataset(Dataset):
         else:
             tops, lefts = self._offsets(idx, u)
             crops = []
-            for i, t, l in zip(idx.tolist(), tops.tolist(), lefts.tolist()):
+            for i, t, left in zip(idx.tolist(), tops.tolist(), lefts.tolist()):
                 img = self._array[i].numpy() if self._array is not None else self._file_image(i)
-                crops.append(img[t : t + ph, l : l + pw])
+                crops.append(img[t : t + ph, left : left + pw])
             batch = torch.from_numpy(np.stack(crops))
         # NCHW-contiguous float, as a hand-written loop would feed the model.
         x = batch.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
@@ -161,7 +161,7 @@ class ImageDataset(Dataset):
         return x
 
 
-def _collate(batch: torch.Tensor) -> torch.Tensor:
+def _collate(batch: Any) -> Any:
     return batch  # __getitems__ already returns the batch tensor
 
 
@@ -176,7 +176,9 @@ def train_batches(
     """
     from torch.utils.data import DistributedSampler
 
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    sampler: DistributedSampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
+    )
     sampler.set_epoch(epoch)
     order = list(sampler)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

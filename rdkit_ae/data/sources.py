@@ -8,19 +8,26 @@ image file.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from rdkit_ae.data.npz import load_npz
 from rdkit_ae.errors import DataError
+from rdkit_ae.text import one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 SPLITS = ("train", "val", "all")
-MAX_IMAGE_PIXELS = 1 << 28  # 268 MP: beyond this we refuse rather than exhaust memory
+MAX_IMAGE_PIXELS_ENV = "RDKIT_MAX_IMAGE_PIXELS"
+# Decoding costs ~14 bytes and ~20 ns a pixel: 32 MP is about 0.7 s and 500 MB.
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 25
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS  # the old name
 
 
 def data_root() -> Path:
@@ -49,7 +56,13 @@ class ImageSet:
     def image(self, i: int) -> np.ndarray:
         if self.array is not None:
             return self.array[i]
-        return read_image(self.files[i])[0]
+        return read_image(self.file_list()[i])[0]
+
+    def file_list(self) -> list[Path]:
+        """The files of a file-backed set."""
+        if self.files is None:
+            raise DataError(f"{self.name}: an in-memory image set has no files")
+        return self.files
 
     def subset(self, index: Sequence[int] | np.ndarray) -> "ImageSet":
         index = np.asarray(index, dtype=np.int64)
@@ -62,59 +75,108 @@ class ImageSet:
 
 
 # -- reading single images --------------------------------------------------
-def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read an image file as 8-bit RGB ``(H, W, 3)``; also return notes on any conversion."""
+def image_pixel_limit(max_pixels: int | None = None) -> int:
+    """``max_pixels``, else ``$RDKIT_MAX_IMAGE_PIXELS``, else 32 MP (an 8K frame fits)."""
+    if max_pixels is not None:
+        return int(max_pixels)
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_IMAGE_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+@contextlib.contextmanager
+def _open_image(path: Path, limit: int) -> Iterator[Any]:
+    """Open lazily (header only) and refuse more than ``limit`` pixels before anything is decoded.
+
+    A 420 KB PNG can declare 12000x12000 pixels: decoding it first would cost
+    seconds and gigabytes before any size check ran.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    # Pillow's own bomb check (a warning past MAX_IMAGE_PIXELS, an error past twice that)
+    # must not undercut a limit the user raised explicitly.
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours, below, is the stricter check
+            with Image.open(path) as img:
+                if img.width * img.height > limit:
+                    raise DataError(_too_large(path, f"{img.width}x{img.height}", limit))
+                yield img
+    except Image.DecompressionBombError:
+        raise DataError(_too_large(path, None, limit)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable image ({one_line(exc, 200)})") from None
+
+
+def _too_large(path: Path, size: str | None, limit: int) -> str:
+    what = f"image of {size} pixels" if size else "image"
+    return (
+        f"{path}: refused: {what} is larger than the limit of {limit:,} pixels "
+        f"(set {MAX_IMAGE_PIXELS_ENV} to decode larger images)"
+    )
+
+
+def _depth_note(img: Any) -> str | None:
+    """A note for 16-bit RGB: Pillow decodes it straight to 8 bits with no sign (read before ``load``)."""
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3] if len(tile) > 3 else None
+        if (isinstance(args, str) and ";16" in args) or (
+            isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) and args[1] > 255
+        ):
+            return f"16-bit {img.mode} converted to 8-bit RGB"
+    return None
+
+
+def _gray16(img: Any, sixteen: bool) -> tuple[np.ndarray, str]:
+    arr = np.asarray(img).astype(np.int64)
+    top = 65535 if sixteen or img.mode.startswith("I;16") or arr.max() > 255 else 255
+    arr = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+    return np.repeat(arr[..., None], 3, axis=2), f"{img.mode} converted to 8-bit RGB"
+
+
+def _to_rgb(img: Any) -> tuple[np.ndarray, str | None]:
+    """8-bit RGB pixels of a loaded 8-bit image, and a note on what the conversion dropped."""
+    mode = img.mode
+    note = None
+    if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in img.info):
+        lowest_alpha = img.convert("RGBA").getchannel("A").getextrema()[0]
+        dropped = "transparency dropped (alpha is not kept)" if lowest_alpha < 255 else "opaque alpha channel dropped"
+        note = f"{mode}: {dropped}"
+    elif mode != "RGB":
+        note = f"{mode} converted to RGB"
+    return np.asarray(img if mode == "RGB" else img.convert("RGB"), dtype=np.uint8), note
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read an image file as 8-bit RGB ``(H, W, 3)``; also return notes on any conversion.
+
+    Images of more than ``max_pixels`` pixels (default :func:`image_pixel_limit`)
+    are refused from their header, before decoding.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"image not found: {p}")
-    notes: list[str] = []
-    try:
-        with Image.open(p) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise DataError(f"{p}: image of {img.width}x{img.height} pixels is too large")
-            img.load()
-            mode = img.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img).astype(np.int64)
-                top = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
-                arr = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-                notes.append(f"{mode} converted to 8-bit RGB")
-                return np.repeat(arr[..., None], 3, axis=2), notes
-            if mode == "RGBA" or mode == "LA" or (mode == "P" and "transparency" in img.info):
-                alpha = np.asarray(img.convert("RGBA"))[..., 3]
-                if alpha.min() < 255:
-                    notes.append(f"{mode}: transparency dropped (alpha is not kept)")
-                else:
-                    notes.append(f"{mode}: opaque alpha channel dropped")
-            elif mode != "RGB":
-                notes.append(f"{mode} converted to RGB")
-            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{p}: not a readable image ({exc})") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{p}: refused: {exc}") from None
+    with _open_image(p, image_pixel_limit(max_pixels)) as img:
+        depth = _depth_note(img)
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            gray, gray_note = _gray16(img, depth is not None)
+            return gray, [gray_note]
+        arr, note = _to_rgb(img)
+    notes = [n for n in (depth, note) if n is not None]
     return np.ascontiguousarray(arr), notes
 
 
 # -- sources ------------------------------------------------------------------
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f.files:
-                raise DataError(
-                    f"{path}: .npz must hold a uint8 array 'x' of shape (N, H, W, 3); found {', '.join(f.files) or 'nothing'}"
-                )
-            x = f["x"]
-            y = f["y"] if "y" in f.files else None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz ({exc})") from None
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise DataError(f"{path}: 'x' must be uint8 of shape (N, H, W, 3), got {x.dtype} {x.shape}")
-    return x, y
-
-
 def _local_cifar10_class():
     """torchvision's CIFAR10 reader for a copy the user points at, without the md5 checks.
 
@@ -217,8 +279,8 @@ def load_images(
         index = np.arange(len(out))
     else:
         if p.is_file() and p.suffix.lower() == ".npz":
-            x, y = _load_npz(p)
-            out = ImageSet(p.stem, x, labels=y)
+            x, labels = load_npz(p)
+            out = ImageSet(p.stem, x, labels=labels)
         elif p.is_dir():
             out = ImageSet(p.name, files=_image_files(p))
         elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
@@ -233,15 +295,13 @@ def load_images(
     return out.subset(index) if len(index) != len(out) else out
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) of an image file from its header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
+def image_size(path: str | Path, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels.
 
-    try:
-        with Image.open(path) as img:
-            return int(img.height), int(img.width)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+    Refuses images over ``max_pixels`` (default :func:`image_pixel_limit`), as :func:`read_image` would.
+    """
+    with _open_image(Path(path), image_pixel_limit(max_pixels)) as img:
+        return int(img.height), int(img.width)
 
 
 def iter_images(image_set: ImageSet) -> Iterator[tuple[str, np.ndarray]]:
