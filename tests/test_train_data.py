@@ -36,7 +36,7 @@ def test_train_crops_are_random_per_epoch_and_reproducible_val_crops_are_central
     # each patch is a real window of its image
     for i in range(4):
         img = torch.from_numpy(x[i]).permute(2, 0, 1).float() / 255
-        assert any(torch.equal(e0[i], img[:, t : t + 16, l : l + 16]) for t in range(5) for l in range(9))
+        assert any(torch.equal(e0[i], img[:, t : t + 16, c : c + 16]) for t in range(5) for c in range(9))
     assert torch.equal(ds[2], e0[2])  # same image, same epoch: same patch, whatever the batch
     ds.set_epoch(1)
     assert not torch.equal(ds.__getitems__([0, 1, 2, 3]), e0)
