@@ -258,7 +258,7 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path):
         for p in model.parameters():
             p.add_(1.0)
     # A real serialisation failure in the middle of torch.save: a value it cannot pickle.
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on the pickler
         save_checkpoint(path, model, recipe, step=2, hook=lambda: None)
     assert path.read_bytes() == before
     assert load_checkpoint(path)["step"] == 1
