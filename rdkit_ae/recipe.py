@@ -48,6 +48,7 @@ TRAIN_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
     "augment": ((dict,), AUGMENT_SCHEMA),
     "crop_size": ((int,), 256),
     "seed": ((int,), 0),
+    "callbacks": ((list,), []),  # [{ name = "...", param = ... }]: training callbacks (checked by rdkit_ae.training)
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -367,6 +368,8 @@ def _check_train(table: Any, source: str) -> dict[str, Any]:
     betas = train["optimizer"]["betas"]
     if len(betas) != 2 or not all(_in_range(b, (0, 1, True, False)) for b in betas):
         raise RecipeError(f"{source}: [train.optimizer] 'betas' must be two numbers in [0, 1), got {betas!r}")
+    if not train["callbacks"]:
+        del train["callbacks"]  # recipes without callbacks keep the digest and TOML they had before the key existed
     return train
 
 
