@@ -1,0 +1,68 @@
+"""Shared helpers for the hostile-input tests (no tests here): the CLI in a child process, crafted files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_mb: float  # the child's peak resident memory
+
+
+def run_cli(tmp_path: Path, *args: object, env: dict[str, str] | None = None, timeout: float = 180) -> Run:
+    """``python -m rdkit_ae ARGS`` in a fresh process (a segfault fails the test, not the run), with its peak memory."""
+    out, err = tmp_path / "cli.out", tmp_path / "cli.err"
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    start = time.monotonic()
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rdkit_ae", *map(str, args)], stdout=fo, stderr=fe, env=full_env, cwd=REPO
+        )
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        try:
+            # wait4, unlike Popen.wait, returns this child's own resource usage (its peak RSS).
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - start
+    if seconds >= timeout:
+        raise AssertionError(f"rdkit {' '.join(map(str, args))} ran past {timeout} s")
+    return Run(proc.returncode, out.read_text(), err.read_text(), seconds, usage.ru_maxrss / 1024)
+
+
+def assert_one_line_error(run: Run, *fragments: str) -> str:
+    """Exit code 1, exactly one ``error:`` line on stderr containing ``fragments``, no traceback."""
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert run.rc == 1, (run.rc, run.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
+    assert "Traceback" not in run.stderr + run.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def png_bytes(width: int, height: int, idat: bytes, bit_depth: int = 8, color_type: int = 2) -> bytes:
+    """A PNG file built by hand: any IHDR we like, with the given (zlib) IDAT payload."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
