@@ -84,7 +84,7 @@ def test_losses_without_parameters_still_build():
 @pytest.mark.parametrize(
     "recipe, overrides, fragments",
     [
-        ("conv-mse", ["decoder.channels=[8]"], ["decoder 'conv' does not fit encoder 'conv'", "stride 8", "2 (decoder)"]),
+        ("conv-mse", ["decoder.channels=[8]"], ["does not fit encoder 'conv'", "stride 8 (encoder) vs 2"]),
         ("conv-mse", ["decoder.latent_channels=8"], ["latent channels 16 (encoder) vs 8 (decoder)"]),
         ("factorized", ["decoder.M=100"], ["decoder 'gdn' does not fit encoder 'gdn'"]),
         ("hyperprior", ["quantizer.channels=7"], ["quantizer channels 7"]),
