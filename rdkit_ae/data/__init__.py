@@ -1,8 +1,10 @@
 """Image sources (CIFAR-10, ``.npz``, folders, single files) and the torch datasets over them."""
 
+from rdkit_ae.data.npz import load_npz
 from rdkit_ae.data.sources import (
     IMAGE_SUFFIXES,
     ImageSet,
+    image_pixel_limit,
     image_size,
     iter_images,
     load_images,
@@ -14,8 +16,10 @@ from rdkit_ae.data.sources import (
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageSet",
+    "image_pixel_limit",
     "image_size",
     "iter_images",
+    "load_npz",
     "load_images",
     "read_image",
     "to_tensor",
