@@ -8,7 +8,7 @@ forward output ``{"x_hat": ..., "likelihoods": {...}}``. A recipe's ``weight``
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import torch
 import torch.nn as nn
@@ -59,7 +59,7 @@ class RateLoss(nn.Module):
         tensors = list(_iter_tensors(likelihoods))
         if not tensors:
             raise RdkitError("loss 'rate': the model output has no likelihoods; use a quantizer that provides them")
-        total = sum(torch.log(t).sum() for t in tensors)
+        total = cast(Tensor, sum(torch.log(t).sum() for t in tensors))  # non-empty: a Tensor, never 0
         return total / (-math.log(2) * B * H * W)
 
 
