@@ -11,7 +11,7 @@ from rdkit_ae.checkpoint import load_checkpoint
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.recipe import Recipe
 from rdkit_ae.training import train
-from rdkit_ae.training.trainer import finalize_checkpoint
+from rdkit_ae.training.checkpoints import finalize_checkpoint
 
 BEST, LAST = "best.pt", "last.pt"  # the checkpoints of an `rdkit train` run folder
 
