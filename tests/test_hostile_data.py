@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.lib import format as npformat
-from test_hostile_support import assert_one_line_error, png_bytes, run_cli
+from test_hostile_support import assert_cheap, assert_one_line_error, png_bytes, run_cli
 
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.data.sources import image_size, load_images, read_image
@@ -44,7 +44,7 @@ def test_image_bomb_is_refused_from_its_header_in_a_child_process(tmp_path, tiny
     assert bomb.stat().st_size < 1 << 20
     run = run_cli(tmp_path, "compress", bomb, "-m", tiny_ckpt, "-o", tmp_path / "b.rdk")
     assert_one_line_error(run, "12000x12000 pixels is larger than the limit", "RDKIT_MAX_IMAGE_PIXELS")
-    assert run.peak_mb < 1200, run.peak_mb  # decoding first cost 3.1 GB
+    assert_cheap(run)  # decoding first cost 3.1 GB
     assert not (tmp_path / "b.rdk").exists()
 
 
@@ -180,4 +180,4 @@ def test_cli_renamed_and_lying_npz_are_one_line(tmp_path, tiny_ckpt):
     lying = _npz_with_header(tmp_path / "tb.npz", (1_000_000, 1024, 1024, 3), b"\x00" * 64)
     run = run_cli(tmp_path, "eval", tiny_ckpt, "--data", lying)
     assert_one_line_error(run, "claims (1000000, 1024, 1024, 3) uint8")
-    assert run.peak_mb < 1500
+    assert_cheap(run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_hostile_support import assert_one_line_error, run_cli
+from test_hostile_support import assert_cheap, assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 from rdkit_ae.cli import app
@@ -158,7 +158,7 @@ def test_parameter_limit_is_configurable(monkeypatch):
 def test_cli_info_refuses_bad_models_in_one_line(tmp_path, recipe, override, fragment):
     run = run_cli(tmp_path, "info", recipe, "--set", override)
     assert_one_line_error(run, fragment)
-    assert run.peak_mb < 1500, run.peak_mb  # N=6000 would allocate 15 GB of weights
+    assert_cheap(run)  # N=6000 would allocate 15 GB of weights
 
 
 def test_cli_train_refuses_nan_lr_and_misfit_decoder_before_training(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -45,6 +47,23 @@ def run_cli(tmp_path: Path, *args: object, env: dict[str, str] | None = None, ti
     if seconds >= timeout:
         raise AssertionError(f"rdkit {' '.join(map(str, args))} ran past {timeout} s")
     return Run(proc.returncode, out.read_text(), err.read_text(), seconds, usage.ru_maxrss / 1024)
+
+
+@functools.cache
+def baseline_peak_mb() -> float:
+    """Peak memory of a cheap CLI command (``rdkit info conv-mse``) measured the same way.
+
+    A child's peak can include pages it shared with this (large) test process
+    before exec, so limits are stated relative to this baseline.
+    """
+    run = run_cli(Path(tempfile.mkdtemp(prefix="rdkit-baseline-")), "info", "conv-mse")
+    assert run.rc == 0, run.stderr[-2000:]
+    return run.peak_mb
+
+
+def assert_cheap(run: Run, extra_mb: float = 400) -> None:
+    """The command used at most ``extra_mb`` more memory than the baseline (the bugs cost gigabytes)."""
+    assert run.peak_mb < baseline_peak_mb() + extra_mb, (run.peak_mb, baseline_peak_mb())
 
 
 def assert_one_line_error(run: Run, *fragments: str) -> str:
