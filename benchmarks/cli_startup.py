@@ -26,7 +26,8 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     print(
-        f"`{'rdkit' if exe else 'python -m rdkit_ae'} --help`: median {med:.3f} s over {args.runs} runs (min {min(times):.3f}, max {max(times):.3f}); target < 1.5 s: {'OK' if med < 1.5 else 'MISSED'}"
+        f"`{'rdkit' if exe else 'python -m rdkit_ae'} --help`: median {med:.3f} s over {args.runs} runs"
+        f" (min {min(times):.3f}, max {max(times):.3f}); target < 1.5 s: {'OK' if med < 1.5 else 'MISSED'}"
     )
 
 

@@ -117,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         + (f", first {args.limit_train}" if args.limit_train else "")
         + f"). Budget: {budget}."
         + (f" Overrides for both: {' '.join(args.overrides)}." if args.overrides else ""),
-        f"VGG weights: {os.environ.get('RDKIT_VGG_WEIGHTS', 'torchvision')} ({os.environ.get('RDKIT_VGG_PREPROCESSING', 'torchvision')} preprocessing).",
+        f"VGG weights: {os.environ.get('RDKIT_VGG_WEIGHTS', 'torchvision')}"
+        f" ({os.environ.get('RDKIT_VGG_PREPROCESSING', 'torchvision')} preprocessing).",
         "Quality and rate from real bitstreams of each run's best.pt on the validation images.",
         "",
-        "| recipe | epochs | steps | minutes (train + eval) | img/s | PSNR (dB) | SSIM | bpp (real) | CR | bpp (estimate) |",
+        "| recipe | epochs | steps | minutes (train + eval) | img/s | PSNR (dB) | SSIM | bpp (real) | CR"
+        " | bpp (estimate) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

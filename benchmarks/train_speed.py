@@ -229,7 +229,7 @@ def bench_recipe(name: str, batches: list[torch.Tensor], steps: int, rounds: int
     else:
         impls["plain"] = PlainFixedRate(toolkit.model, recipe)
     times: dict[str, list[float]] = {k: [] for k in impls}
-    for key, fn in impls.items():
+    for fn in impls.values():
         for x in batches[:warmup]:
             fn(x)
     keys = list(impls)

@@ -31,7 +31,8 @@ def test_plugins_table_and_kind_filter():
 def test_plugins_unknown_kind_is_one_line_error():
     res = runner.invoke(app, ["plugins", "--kind", "metric"])
     assert res.exit_code == 1
-    assert res.output.strip() == "error: unknown plugin kind 'metric'; kinds: encoder, decoder, quantizer, loss, callback"
+    kinds = "encoder, decoder, quantizer, loss, callback"
+    assert res.output.strip() == f"error: unknown plugin kind 'metric'; kinds: {kinds}"
 
 
 def test_recipes_list_and_show():

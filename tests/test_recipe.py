@@ -26,7 +26,7 @@ def test_zoo_recipes_resolve_and_roundtrip_through_toml(name):
 
 def test_conv_hybrid_is_the_seed_setup():
     r = load_recipe("conv-hybrid")
-    assert [(l["name"], l["weight"]) for l in r.losses] == [("mse", 1.0), ("vgg-perceptual", 0.1)]
+    assert [(e["name"], e["weight"]) for e in r.losses] == [("mse", 1.0), ("vgg-perceptual", 0.1)]
     assert r.losses[1]["layers"] == ["relu1_2", "relu2_2", "relu3_3"]
     assert r["encoder"]["channels"] == [32, 64, 128] and r["encoder"]["latent_channels"] == 16
     assert r["quantizer"] == {"name": "uniform", "bits": 8}
@@ -40,10 +40,10 @@ def test_extends_appends_losses_and_replace_losses(tmp_path):
     child = tmp_path / "child.toml"
     child.write_text('extends = "conv-mse"\n[[loss]]\nname = "ssim"\nweight = 0.5\n[train]\nepochs = 3\n')
     r = load_recipe(child)
-    assert [l["name"] for l in r.losses] == ["mse", "ssim"] and r.train["epochs"] == 3
+    assert [e["name"] for e in r.losses] == ["mse", "ssim"] and r.train["epochs"] == 3
     assert r["encoder"]["channels"] == [32, 64, 128]  # inherited
     child.write_text('extends = "conv-mse"\nreplace_losses = true\n[[loss]]\nname = "ssim"\n')
-    assert [l["name"] for l in load_recipe(child).losses] == ["ssim"]
+    assert [e["name"] for e in load_recipe(child).losses] == ["ssim"]
 
 
 def test_extends_by_relative_path_and_plugin_switch(tmp_path):
@@ -116,7 +116,8 @@ def test_file_errors(tmp_path):
     badparam.write_text('extends = "conv-mse"\n[[loss]]\nname = "vgg-perceptual"\nlayer = ["relu1_2"]\n')
     with pytest.raises(
         RecipeError,
-        match=r"badparam.toml: \[\[loss\]\] #1 loss 'vgg-perceptual' has no parameter 'layer' \(did you mean 'layers'\?\)",
+        match=r"badparam.toml: \[\[loss\]\] #1 loss 'vgg-perceptual' has no parameter 'layer' "
+        r"\(did you mean 'layers'\?\)",
     ):
         load_recipe(badparam)
 
