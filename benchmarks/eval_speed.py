@@ -125,7 +125,8 @@ def main() -> None:
     print(f"CompressAI FactorizedPrior loop (g_a, EB compress/decompress, g_s): {base:8.1f} images/s")
     print(f"rdkit evaluate: compress + decompress                             : {ours:8.1f} images/s")
     print(
-        f"rdkit evaluate: whole call (metrics, no check)                    : {n / statistics.median(wall_s):8.1f} images/s"
+        "rdkit evaluate: whole call (metrics, no check)                    :"
+        f" {n / statistics.median(wall_s):8.1f} images/s"
     )
     print(f"rdkit evaluate: whole call with the bit-exact check (one run)     : {n / checked_wall:8.1f} images/s")
     print(f"ratio ours / CompressAI (compress + decompress): {ours / base:.3f}x (target >= 0.9)")

@@ -122,7 +122,8 @@ points = [{ "loss.rate.weight" = 0.01, "encoder.N" = 8 }, { "loss.rate.weight" =
             "train = <training images> is required",
         ),
         (
-            '[data]\neval = "data/d.npz"\ntrain = "data/d.npz"\n[[model]]\nrecipe = "conv-mse"\ngrid = { "quantizer.bits" = [99] }\n'
+            '[data]\neval = "data/d.npz"\ntrain = "data/d.npz"\n[[model]]\nrecipe = "conv-mse"\n'
+            'grid = { "quantizer.bits" = [99] }\n'
             "[classical]\nwebp = [5]\n",
             "conv-mse",
         ),
@@ -131,7 +132,8 @@ points = [{ "loss.rate.weight" = 0.01, "encoder.N" = 8 }, { "loss.rate.weight" =
             "[budget].epochs must be a positive integer, got -1",
         ),
         (
-            '[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\njpeg = [5]\n[[external]]\npath = "ext.json"\nname = "JPEG"\n',
+            '[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\njpeg = [5]\n'
+            '[[external]]\npath = "ext.json"\nname = "JPEG"\n',
             "curve names must be unique; repeated: JPEG",
         ),
     ],
