@@ -22,7 +22,7 @@ def _console():
 @app.command()
 @handle_errors
 def plugins(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encoder, decoder, quantizer or loss"),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="encoder, decoder, quantizer, loss or callback"),
 ) -> None:
     """List registered plugins: kind, name, origin and summary."""
     from rich.table import Table
