@@ -18,10 +18,12 @@ from rdkit_ae.plugins.encoders import (
     check_channels,
     check_choice,
     check_int,
+    check_shortcut,
     check_stages,
     make_activation,
     make_norm,
 )
+from rdkit_ae.plugins.shortcuts import LinearSynthesis, shuffle
 from rdkit_ae.registry import register
 
 UPSAMPLES = ("transpose", "nearest", "bilinear")
@@ -66,6 +68,10 @@ class ConvDecoder(nn.Module):
             ``"nearest"`` or ``"bilinear"`` (x2 upsampling then a 3x3 conv).
         output: ``"sigmoid"`` (default), ``"clamp"`` (hardtanh to [0, 1]) or
             ``"none"`` (unbounded).
+        shortcut: ``"none"`` (default) or ``"linear"``: add a linear path
+            ``1x1 conv -> PixelShuffle(stride)`` (the encoder's, transposed)
+            to the output before its bound (with ``"sigmoid"``: to the logits).
+        shortcut_init: ``"pca"`` (default), ``"haar"`` or ``"random"``.
     """
 
     def __init__(
@@ -76,6 +82,8 @@ class ConvDecoder(nn.Module):
         activation: str = "relu",
         upsample: str = "transpose",
         output: str = "sigmoid",
+        shortcut: str = "none",
+        shortcut_init: str = "pca",
     ):
         super().__init__()
         name = "decoder 'conv'"
@@ -85,6 +93,7 @@ class ConvDecoder(nn.Module):
         check_choice(name, "activation", activation, ACTIVATIONS)
         check_choice(name, "upsample", upsample, UPSAMPLES)
         check_choice(name, "output", output, OUTPUTS)
+        linear = check_shortcut(name, shortcut, shortcut_init)
 
         rev = list(reversed(channels))
         layers: list[nn.Module] = [
@@ -102,9 +111,15 @@ class ConvDecoder(nn.Module):
         self.channels = channels
         self.stride = 2 ** len(channels)
         self.in_channels = latent_channels
+        self.shortcut = LinearSynthesis(self.stride, latent_channels, shortcut_init) if linear else None
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.net(y)
+        if self.shortcut is None:
+            return self.net(y)
+        x = y
+        for layer in self.net[:-1]:
+            x = layer(x)
+        return self.net[-1](x + shuffle(self.shortcut(y), self.stride))  # joins before the output bound
 
 
 @register("decoder", "gdn")
@@ -120,9 +135,12 @@ class GDNDecoder(nn.Module):
         N: hidden channels (default 128).
         M: latent channels (default 192).
         stages: number of stride-2 transposed convolutions, 1..8 (default 4).
+        shortcut: ``"none"`` (default) or ``"linear"``: add the encoder's
+            linear path, transposed (``1x1 conv -> PixelShuffle(stride)``).
+        shortcut_init: ``"pca"`` (default), ``"haar"`` or ``"random"``.
     """
 
-    def __init__(self, N: int = 128, M: int = 192, stages: int = 4):
+    def __init__(self, N: int = 128, M: int = 192, stages: int = 4, shortcut: str = "none", shortcut_init: str = "pca"):
         super().__init__()
         from compressai.layers import GDN
         from compressai.models.utils import deconv
@@ -131,6 +149,7 @@ class GDNDecoder(nn.Module):
         N = check_int(name, "N", N)
         M = check_int(name, "M", M)
         stages = check_stages(name, "stages", stages)
+        linear = check_shortcut(name, shortcut, shortcut_init)
 
         layers: list[nn.Module] = []
         in_ch = M
@@ -142,9 +161,11 @@ class GDNDecoder(nn.Module):
         self.N, self.M = N, M
         self.stride = 2**stages
         self.in_channels = M
+        self.shortcut = LinearSynthesis(self.stride, M, shortcut_init) if linear else None
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.net(y)
+        x = self.net(y)
+        return x if self.shortcut is None else x + shuffle(self.shortcut(y), self.stride)
 
 
 __all__ = ["ConvDecoder", "GDNDecoder", "UPSAMPLES", "OUTPUTS"]

@@ -16,10 +16,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from rdkit_ae.errors import PluginError
+from rdkit_ae.plugins.shortcuts import INITS, LinearAnalysis, unshuffle
 from rdkit_ae.registry import register
 
 NORMS = ("batch", "group", "instance", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu")
+SHORTCUTS = ("none", "linear")
 # Stride 2**stages: inputs are padded to a multiple of it, so 40 stages would pad
 # a 32x32 image to 2**40 pixels a side. 8 (stride 256) is well past published models.
 MAX_STAGES = 8
@@ -64,6 +66,12 @@ def check_stages(plugin: str, param: str, value: object) -> int:
     return check_int(plugin, param, value, 1, MAX_STAGES)
 
 
+def check_shortcut(plugin: str, shortcut: object, shortcut_init: object) -> bool:
+    """True for ``shortcut = "linear"``; both values checked with one-line errors."""
+    check_choice(plugin, "shortcut_init", shortcut_init, INITS)
+    return check_choice(plugin, "shortcut", shortcut, SHORTCUTS) == "linear"
+
+
 def make_norm(norm: str, channels: int) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm2d(channels)
@@ -105,6 +113,11 @@ class ConvEncoder(nn.Module):
         norm: ``"batch"`` (default), ``"group"``, ``"instance"`` or ``"none"``.
         activation: ``"relu"`` (default), ``"leaky_relu"``, ``"gelu"``,
             ``"silu"`` or ``"elu"``.
+        shortcut: ``"none"`` (default) or ``"linear"``: add a linear path
+            ``PixelUnshuffle(stride) -> 1x1 conv`` to the latent beside the
+            convolutions (AuxT-style; see encoder ``block``).
+        shortcut_init: the linear path's start: ``"pca"`` (default),
+            ``"haar"`` or ``"random"``.
     """
 
     def __init__(
@@ -113,6 +126,8 @@ class ConvEncoder(nn.Module):
         latent_channels: int = 16,
         norm: str = "batch",
         activation: str = "relu",
+        shortcut: str = "none",
+        shortcut_init: str = "pca",
     ):
         super().__init__()
         name = "encoder 'conv'"
@@ -120,6 +135,7 @@ class ConvEncoder(nn.Module):
         latent_channels = check_int(name, "latent_channels", latent_channels)
         check_choice(name, "norm", norm, NORMS)
         check_choice(name, "activation", activation, ACTIVATIONS)
+        linear = check_shortcut(name, shortcut, shortcut_init)
 
         layers: list[nn.Module] = []
         in_ch = 3
@@ -135,9 +151,12 @@ class ConvEncoder(nn.Module):
         self.channels = channels
         self.stride = 2 ** len(channels)
         self.out_channels = latent_channels
+        # None adds no state-dict keys: models without the shortcut keep theirs
+        self.shortcut = LinearAnalysis(self.stride, latent_channels, shortcut_init) if linear else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        y = self.net(x)
+        return y if self.shortcut is None else y + self.shortcut(unshuffle(x, self.stride))
 
 
 @register("encoder", "gdn")
@@ -155,9 +174,11 @@ class GDNEncoder(nn.Module):
         N: hidden channels (default 128).
         M: latent channels (default 192).
         stages: number of stride-2 convolutions, 1..8 (default 4).
+        shortcut: ``"none"`` (default) or ``"linear"`` (as encoder ``conv``).
+        shortcut_init: ``"pca"`` (default), ``"haar"`` or ``"random"``.
     """
 
-    def __init__(self, N: int = 128, M: int = 192, stages: int = 4):
+    def __init__(self, N: int = 128, M: int = 192, stages: int = 4, shortcut: str = "none", shortcut_init: str = "pca"):
         super().__init__()
         from compressai.layers import GDN
         from compressai.models.utils import conv
@@ -166,6 +187,7 @@ class GDNEncoder(nn.Module):
         N = check_int(name, "N", N)
         M = check_int(name, "M", M)
         stages = check_stages(name, "stages", stages)
+        linear = check_shortcut(name, shortcut, shortcut_init)
 
         layers: list[nn.Module] = []
         in_ch = 3
@@ -177,9 +199,11 @@ class GDNEncoder(nn.Module):
         self.N, self.M = N, M
         self.stride = 2**stages
         self.out_channels = M
+        self.shortcut = LinearAnalysis(self.stride, M, shortcut_init) if linear else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        y = self.net(x)
+        return y if self.shortcut is None else y + self.shortcut(unshuffle(x, self.stride))
 
 
 __all__ = [
@@ -188,7 +212,9 @@ __all__ = [
     "NORMS",
     "ACTIVATIONS",
     "MAX_STAGES",
+    "SHORTCUTS",
     "check_choice",
     "check_int",
+    "check_shortcut",
     "check_stages",
 ]
