@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "rdkit_ae.plugins"
 BUILTIN_MODULES = (
     "rdkit_ae.plugins.encoders",
     "rdkit_ae.plugins.decoders",
+    "rdkit_ae.plugins.transforms",
     "rdkit_ae.plugins.quantizers",
     "rdkit_ae.plugins.meanscale",
     "rdkit_ae.plugins.losses",
