@@ -63,6 +63,45 @@ class RateLoss(nn.Module):
         return total / (-math.log(2) * B * H * W)
 
 
+@register("loss", "rd")
+class RDLoss(nn.Module):
+    """Rate-distortion Lagrangian per image: mean of lambda_i * 255^2 * MSE_i + bpp_i (variable-rate training).
+
+    ``lambda_i`` is the model output's per-image ``"lmbda"`` (quantizer
+    ``gain`` draws one rate per image), else the fixed ``lmbda`` parameter.
+    ``MSE_i`` is on [0, 1] pixels (so ``255^2 * MSE`` is on the 8-bit scale
+    of CompressAI's lambdas); ``bpp_i`` is the image's estimated rate, as in
+    ``rate``. Give it weight 1.
+
+    Args:
+        lmbda: fixed trade-off for models without per-image lambdas (default
+            none: the model must be variable-rate).
+    """
+
+    def __init__(self, lmbda: float | None = None):
+        super().__init__()
+        if lmbda is not None and (isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not lmbda > 0):
+            raise PluginError(f"loss 'rd': lmbda must be a positive number; got {lmbda!r}")
+        self.lmbda = None if lmbda is None else float(lmbda)
+
+    def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
+        B, _, H, W = x.shape
+        lmbda = out.get("lmbda")
+        if lmbda is None:
+            if self.lmbda is None:
+                raise RdkitError(
+                    "loss 'rd': the model gives no per-image lambda; use quantizer 'gain' or set the loss's lmbda"
+                )
+            lmbda = x.new_full((B,), self.lmbda)
+        tensors = list(_iter_tensors(out.get("likelihoods")))
+        if not tensors:
+            raise RdkitError("loss 'rd': the model output has no likelihoods; use a quantizer that provides them")
+        bits = cast(Tensor, sum(torch.log(t).reshape(B, -1).sum(1) for t in tensors))
+        bpp = bits / (-math.log(2) * H * W)
+        mse = (out["x_hat"] - x).pow(2).reshape(B, -1).mean(1)
+        return (lmbda * 255**2 * mse + bpp).mean()
+
+
 def _check_win_size(plugin: str, win_size: Any) -> int:
     win_size = check_int(plugin, "win_size", win_size, 3)
     if win_size % 2 == 0:
@@ -269,4 +308,4 @@ class VGGPerceptualLoss(nn.Module):
         )
 
 
-__all__ = ["MSELoss", "RateLoss", "SSIMLoss", "MSSSIMLoss", "VGGPerceptualLoss", "ImageSizeError"]
+__all__ = ["MSELoss", "RateLoss", "RDLoss", "SSIMLoss", "MSSSIMLoss", "VGGPerceptualLoss", "ImageSizeError"]

@@ -19,7 +19,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor
 
 from rdkit_ae.plugins.encoders import check_int
-from rdkit_ae.plugins.quantizers import BitstreamError, _check_streams, _update_entropy_models
+from rdkit_ae.plugins.quantizers import BitstreamError, _check_streams, _update_entropy_models, check_bool
 from rdkit_ae.registry import register
 
 PLUGIN = "mean-scale-hyperprior"
@@ -70,26 +70,34 @@ class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
         channels: latent channels M.
         N: channels of the hyper-latent z (default 128).
         hyper_stages: stride-2 steps in h_a / h_s, 1..4 (default 2).
+        mixed: mixed quantization in training (Minnen & Singh 2020): noisy
+            latents for the rate, ``round(y - mean) + mean`` (and
+            ``round(z - median) + median`` for ``h_s``) with a
+            straight-through gradient for the decoder; default false (noise).
     """
 
-    def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2):
+    def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2, mixed: bool = False):
         name = f"quantizer '{PLUGIN}'"
         channels = check_int(name, "channels", channels, 2)
         N = check_int(name, "N", N)
         hyper_stages = check_int(name, "hyper_stages", hyper_stages, 1, 4)  # stride 2**hyper_stages pads inputs
+        mixed = check_bool(name, "mixed", mixed)
         h_a, h_s = mean_scale_transforms(channels, N, hyper_stages)
+        # CompressAI's "ste" quantizer is exactly mixed quantization: noise likelihoods, STE-rounded y_hat.
+        q = "ste" if mixed else "noise"
         super().__init__(
             latent_codec={
                 # CompressAI's MeanScaleHyperprior chunks h_s's output as (scales, means).
                 "y": GaussianConditionalLatentCodec(
-                    gaussian_conditional=GaussianConditional(None), chunks=("scales", "means")
+                    gaussian_conditional=GaussianConditional(None), chunks=("scales", "means"), quantizer=q
                 ),
-                "hyper": HyperLatentCodec(EntropyBottleneck(N), h_a, h_s),
+                "hyper": HyperLatentCodec(EntropyBottleneck(N), h_a, h_s, quantizer=q),
             }
         )
         self.channels = channels
         self.N = N
         self.hyper_stages = hyper_stages
+        self.mixed = mixed
         self.stride = 2**hyper_stages
 
     def update(self, scale_table=None, force: bool = False) -> bool:
@@ -130,7 +138,7 @@ class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
         return {"y_hat": y_hat}
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, N={self.N}, hyper_stages={self.hyper_stages}"
+        return f"channels={self.channels}, N={self.N}, hyper_stages={self.hyper_stages}, mixed={self.mixed}"
 
 
 __all__ = ["MeanScaleHyperpriorQuantizer", "mean_scale_transforms"]

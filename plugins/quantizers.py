@@ -40,9 +40,10 @@ from compressai.latent_codecs import (
 )
 from compressai.models.base import CompressionModel
 from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
 from torch import Tensor
 
-from rdkit_ae.errors import FormatError
+from rdkit_ae.errors import FormatError, PluginError
 from rdkit_ae.plugins.encoders import check_choice, check_int
 from rdkit_ae.registry import register
 
@@ -65,6 +66,13 @@ def _check_streams(name: str, strings: Any, streams: int) -> list[list[bytes]]:
             raise BitstreamError(f"{name}: streams hold different numbers of images ({batch} vs {len(s)})")
         batch = len(s)
     return [list(s) for s in strings]
+
+
+def check_bool(plugin: str, param: str, value: object) -> bool:
+    """Return ``value`` if it is a boolean (TOML ``true``/``false``), else raise a one-line PluginError."""
+    if not isinstance(value, bool):
+        raise PluginError(f"{plugin}: {param} must be true or false; got {value!r}")
+    return value
 
 
 def _update_entropy_models(module: nn.Module, scale_table=None, force: bool = False) -> bool:
@@ -218,13 +226,25 @@ class FactorizedEntropyQuantizer(EntropyBottleneckLatentCodec):
 
     Args:
         channels: latent channels k.
+        mixed: mixed quantization in training (Minnen & Singh 2020): the
+            rate still comes from noisy latents, but the decoder gets
+            ``round(y - median) + median`` with a straight-through gradient,
+            as it will after training (default false: noise for both).
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, mixed: bool = False):
         channels = check_int("quantizer 'factorized-entropy'", "channels", channels)
+        self.mixed = check_bool("quantizer 'factorized-entropy'", "mixed", mixed)
         super().__init__(EntropyBottleneck(channels))
         self.channels = channels
         self.stride = 1
+
+    def forward(self, y: Tensor) -> dict[str, Any]:
+        out = super().forward(y)
+        if self.mixed and self.training:
+            medians = self.entropy_bottleneck._get_medians()
+            out["y_hat"] = quantize_ste(y - medians) + medians
+        return out
 
     def update(self, scale_table=None, force: bool = False) -> bool:
         """Build the CDF tables needed by ``compress``/``decompress``."""
@@ -289,18 +309,25 @@ class HyperpriorQuantizer(HyperpriorLatentCodec):
         channels: latent channels k.
         N: channels of the hyper-latent z (default 128).
         hyper_stages: stride-2 steps in h_a / h_s, 1..4 (default 2).
+        mixed: mixed quantization in training (Minnen & Singh 2020): noisy
+            latents for the rate, rounded ones with a straight-through
+            gradient for the decoder (``round(y)``) and for ``h_s``
+            (``round(z - median) + median``); default false (noise).
     """
 
-    def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2):
+    def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2, mixed: bool = False):
         name = "quantizer 'hyperprior'"
         channels = check_int(name, "channels", channels)
         N = check_int(name, "N", N)
         hyper_stages = check_int(name, "hyper_stages", hyper_stages, 1, 4)  # stride 2**hyper_stages pads inputs
+        self.mixed = check_bool(name, "mixed", mixed)
         h_a, h_s = _hyper_transforms(channels, N, hyper_stages)
+        # CompressAI's "ste" quantizer: noise likelihoods, straight-through rounding around the medians for h_s.
+        hyper_q = "ste" if mixed else "noise"
         super().__init__(
             latent_codec={
                 "y": GaussianConditionalLatentCodec(gaussian_conditional=GaussianConditional(None), chunks=("scales",)),
-                "hyper": HyperLatentCodec(EntropyBottleneck(N), h_a, h_s),
+                "hyper": HyperLatentCodec(EntropyBottleneck(N), h_a, h_s, quantizer=hyper_q),
             }
         )
         self.channels = channels
@@ -311,6 +338,12 @@ class HyperpriorQuantizer(HyperpriorLatentCodec):
     def update(self, scale_table=None, force: bool = False) -> bool:
         """Build the CDF tables (EntropyBottleneck and Gaussian scale table) needed by ``compress``."""
         return _update_entropy_models(self, scale_table, force)
+
+    def forward(self, y: Tensor) -> dict[str, Any]:
+        out = super().forward(y)
+        if self.mixed and self.training:
+            out["y_hat"] = quantize_ste(y)  # zero-mean Gaussian: y is rounded around 0, as compress does
+        return out
 
     def aux_loss(self) -> Tensor:
         return self.hyper.entropy_bottleneck.loss()
@@ -340,4 +373,5 @@ __all__ = [
     "FactorizedEntropyQuantizer",
     "HyperpriorQuantizer",
     "BitstreamError",
+    "check_bool",
 ]

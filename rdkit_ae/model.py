@@ -68,7 +68,21 @@ class RDModel(CompressionModel):
         y = self.g_a(self._pad(x))
         q = self.latent_codec(y)
         x_hat = self.g_s(q["y_hat"])[..., :h, :w]
-        return {"x_hat": x_hat, "likelihoods": q["likelihoods"]}
+        out = {"x_hat": x_hat, "likelihoods": q["likelihoods"]}
+        if "lmbda" in q:  # a variable-rate quantizer's per-image lambda, for the "rd" loss
+            out["lmbda"] = q["lmbda"]
+        return out
+
+    @property
+    def variable_rate(self) -> bool:
+        """Whether the quantizer has several operating points (``set_rate``), as ``gain`` does."""
+        return callable(getattr(self.latent_codec, "set_rate", None))
+
+    def set_rate(self, lmbda: float | None = None, index: float | None = None) -> float:
+        """Operating point of a variable-rate model, by ``lmbda`` or rate ``index``; returns the rate position."""
+        if not self.variable_rate:
+            raise RdkitError("this model has a single rate: a lambda or rate index needs a variable-rate model")
+        return float(self.latent_codec.set_rate(lmbda=lmbda, index=index))
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict[str, Any]:

@@ -24,6 +24,8 @@ BUILTIN_MODULES = (
     "rdkit_ae.plugins.transforms",
     "rdkit_ae.plugins.quantizers",
     "rdkit_ae.plugins.meanscale",
+    "rdkit_ae.plugins.variable_rate",
+    "rdkit_ae.plugins.checkerboard",
     "rdkit_ae.plugins.losses",
     "rdkit_ae.plugins.callbacks",
 )
