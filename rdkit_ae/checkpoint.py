@@ -18,6 +18,7 @@ from compressai.entropy_models import EntropyBottleneck
 
 from rdkit_ae.errors import CheckpointError, RdkitError
 from rdkit_ae.files import atomic_write_bytes
+from rdkit_ae.guards import check_finite_weights, check_model, guard_entropy_coders
 from rdkit_ae.model import MAX_PARAMS_ENV, assemble_model, param_limit, plan_model
 from rdkit_ae.recipe import Recipe
 from rdkit_ae.text import one_line
@@ -145,6 +146,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, ma
     The model is in eval mode with its entropy models ready to code: tables
     stored in the checkpoint are used as they are (so encoder and decoder
     machines share them), and computed on the CPU only where absent.
+
+    A checkpoint is untrusted: NaN or infinite weights and malformed entropy
+    tables are refused (:func:`rdkit_ae.guards.check_model`), and the model's
+    entropy coders are guarded (:func:`rdkit_ae.guards.guard_entropy_coders`),
+    so ``model.compress``/``decompress`` cannot crash or hang the C++ coder.
+    Every command that codes with a checkpoint loads it here.
     """
     payload = load_checkpoint(path, map_location, max_params=max_params)
     try:
@@ -163,7 +170,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, ma
         raise CheckpointError(f"{path}: weights do not fit the stored recipe ({msg[:300]})") from None
     model.eval()
     _check_quantiles(model, path)
+    check_finite_weights(model, str(path))  # before update(): NaN weights would make NaN tables
     model.update()
+    check_model(model, str(path))
+    guard_entropy_coders(model)
     return model, recipe, payload
 
 

@@ -2,11 +2,13 @@
 
 CompressAI's rANS coder (C++) does no bounds checking. A checkpoint is
 untrusted input, so :func:`check_model` refuses entropy tables that would make
-the coder misbehave. Before a model codes anything, :func:`guard_entropy_coders`
-wraps its coders so that encoding refuses latents that would overflow the
-coder's output buffer (or hang it on NaN), and decoding hands the coder a
-zero-padded copy of each string, long enough that a corrupt string cannot make
-it read past its buffer.
+the coder misbehave; :func:`rdkit_ae.checkpoint.load_model` applies it and
+:func:`guard_entropy_coders` to every model it loads, so every path that codes
+with a loaded checkpoint (the CLI, the bench, the Python API) is guarded.
+The guarded coders refuse, when encoding, latents that would overflow the
+coder's output buffer (or hang it on NaN), and hand the decoder a zero-padded
+copy of each string, long enough that a corrupt string cannot make it read
+past its buffer.
 """
 
 from __future__ import annotations
@@ -28,16 +30,21 @@ def check_model(model, where: str = "model") -> None:
     by symbol frequencies, so the tables must be well formed (first 0, last
     2**16, strictly increasing, one row per channel or scale) before any coding.
     """
-    for name, p in model.state_dict().items():
-        if isinstance(p, torch.Tensor) and p.is_floating_point() and not bool(torch.isfinite(p).all()):
-            raise CheckpointError(f"{where}: tensor '{name}' holds NaN or infinite values")
+    check_finite_weights(model, where)
     for name, m in model.named_modules():
         if isinstance(m, EntropyModel):
             _check_cdf_tables(m, f"{where}: entropy model '{name}'")
 
 
+def check_finite_weights(model, where: str = "model") -> None:
+    """Refuse NaN or infinite weights: they would make NaN latents (and, unguarded, hang the rANS encoder)."""
+    for name, p in model.state_dict().items():
+        if isinstance(p, torch.Tensor) and p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise CheckpointError(f"{where}: tensor '{name}' holds NaN or infinite values")
+
+
 def _check_cdf_tables(m: EntropyModel, label: str) -> None:
-    cdf, lengths, offsets = m._quantized_cdf, m._cdf_length, m._offset
+    cdf, lengths, offsets = (t.detach().cpu() for t in (m._quantized_cdf, m._cdf_length, m._offset))
     if cdf.numel() == 0:
         raise CheckpointError(f"{label} has no CDF tables (run model.update() before saving)")
     ranks_ok = cdf.dim() == 2 and lengths.dim() == 1 and offsets.dim() == 1
@@ -59,7 +66,7 @@ def _check_cdf_tables(m: EntropyModel, label: str) -> None:
     if isinstance(m, EntropyBottleneck) and rows != m.quantiles.size(0):
         raise CheckpointError(f"{label}: {rows} CDF rows for {m.quantiles.size(0)} channels")
     if isinstance(m, GaussianConditional):
-        table = m.scale_table
+        table = m.scale_table.detach().cpu()
         if table.dim() != 1 or table.numel() != rows or not bool((table > 0).all()):
             raise CheckpointError(f"{label}: scale table does not match its {rows} CDF rows")
 

@@ -299,7 +299,7 @@ def test_extreme_latents_are_refused_not_crashed(zoo_checkpoints, name, scale):
 
 
 def test_guard_refuses_nan_symbols_directly():
-    from rdkit_ae.codec.guards import _check_encodable
+    from rdkit_ae.guards import _check_encodable
 
     with pytest.raises(RdkitError, match="NaN"):
         _check_encodable([0] * 100 + [-(2**31)], [0] * 101, [5], [-2])

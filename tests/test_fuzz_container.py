@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from test_codec_support import run_python, smooth_image
 
 from rdkit_ae.codec import Codec, container
-from rdkit_ae.codec.guards import _pad_bytes
 from rdkit_ae.errors import FormatError
+from rdkit_ae.guards import _pad_bytes
 
 # Shared session fixtures (pytest finds them as attributes of this module).
 tiny_checkpoints = support.tiny_checkpoints

@@ -3,7 +3,7 @@
 Images are coded one at a time (batched and single convolutions round
 differently), every model computation runs under
 :func:`~rdkit_ae.codec.determinism.fixed_threads`, and the entropy coders are
-guarded first (:mod:`rdkit_ae.codec.guards`).
+guarded first (:mod:`rdkit_ae.guards`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch
 
 from rdkit_ae.codec import container
 from rdkit_ae.codec.determinism import evaluating, fixed_threads, model_device
-from rdkit_ae.codec.guards import guard_entropy_coders
 from rdkit_ae.codec.identity import ModelMismatchError, model_id
 from rdkit_ae.codec.layout import latent_layout, plain_shape
 from rdkit_ae.data.sources import to_tensor, to_uint8
 from rdkit_ae.errors import DataError, FormatError, RdkitError
+from rdkit_ae.guards import guard_entropy_coders
 from rdkit_ae.text import one_line
 
 

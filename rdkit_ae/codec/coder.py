@@ -1,7 +1,7 @@
 """A loaded checkpoint ready to code images to ``.rdk`` bytes and back (the API under ``rdkit compress``).
 
 Determinism and safety are the modules' below: :mod:`~rdkit_ae.codec.determinism`
-(threads, eval mode), :mod:`~rdkit_ae.codec.guards` (crafted checkpoints and
+(threads, eval mode), :mod:`~rdkit_ae.guards` (crafted checkpoints and
 strings), :mod:`~rdkit_ae.codec.arrays` (one image <-> bytes).
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 from rdkit_ae.checkpoint import load_model
 from rdkit_ae.codec import container
 from rdkit_ae.codec.arrays import compress_array, decompress_bytes, reconstruct_array
-from rdkit_ae.codec.guards import check_model, guard_entropy_coders
 from rdkit_ae.codec.identity import model_id
+from rdkit_ae.guards import check_model, guard_entropy_coders
 
 
 @dataclass
@@ -32,9 +32,7 @@ class Codec:
 
     @classmethod
     def load(cls, path: str | Path, *, max_pixels: int = container.MAX_PIXELS) -> "Codec":
-        model, recipe, _ = load_model(path)
-        check_model(model, str(path))
-        guard_entropy_coders(model)
+        model, recipe, _ = load_model(path)  # checked and guarded there
         return cls(model, recipe, model_id(model, recipe), str(path), max_pixels)
 
     @classmethod

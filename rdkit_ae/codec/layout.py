@@ -15,8 +15,8 @@ import torch
 
 from rdkit_ae.codec.container import MAX_STREAMS, Layout
 from rdkit_ae.codec.determinism import fixed_threads, model_device
-from rdkit_ae.codec.guards import guard_entropy_coders
 from rdkit_ae.errors import PluginError
+from rdkit_ae.guards import guard_entropy_coders
 
 
 def plain_shape(shape: Any) -> Any:
