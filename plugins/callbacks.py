@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from rdkit_ae.registry import register
 from rdkit_ae.training.checkpoints import Checkpointer
+from rdkit_ae.training.datainit import DataInit
 from rdkit_ae.training.figures import Figures
 from rdkit_ae.training.runlog import MetricsLogger
 from rdkit_ae.training.stops import NonFiniteStop, StepLimit, TimeBudget
 
 register("callback", "checkpoint")(Checkpointer)
+register("callback", "data-init")(DataInit)
 register("callback", "metrics-log")(MetricsLogger)
 register("callback", "figures")(Figures)
 register("callback", "nonfinite-stop")(NonFiniteStop)

@@ -49,7 +49,10 @@ TRAIN_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
     "crop_size": ((int,), 256),
     "seed": ((int,), 0),
     "callbacks": ((list,), []),  # [{ name = "...", param = ... }]: training callbacks (checked by rdkit_ae.training)
+    "warmup_steps": ((int,), 0),  # linear learning-rate warm-up over this many steps (needs schedule_interval "step")
+    "min_lr_factor": ((float, int), 0.0),  # the cosine ends at this fraction of the learning rate
 }
+OPTIONAL_TRAIN_KEYS = ("callbacks", "warmup_steps", "min_lr_factor")  # left out at their defaults: digests unchanged
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 SCHEDULE_INTERVALS = ("epoch", "step")
@@ -62,6 +65,8 @@ TRAIN_RANGES: dict[tuple[str, ...], tuple[float, float, bool, bool]] = {
     ("seed",): (0, 2**32, True, False),
     ("aux_lr",): (0, 10, False, True),
     ("clip_grad",): (0, math.inf, True, False),
+    ("warmup_steps",): (0, 1 << 40, True, True),
+    ("min_lr_factor",): (0, 1, True, True),
     ("optimizer", "lr"): (0, 10, False, True),
     ("optimizer", "weight_decay"): (0, 10, True, True),
     ("optimizer", "momentum"): (0, 1, True, True),
@@ -368,8 +373,9 @@ def _check_train(table: Any, source: str) -> dict[str, Any]:
     betas = train["optimizer"]["betas"]
     if len(betas) != 2 or not all(_in_range(b, (0, 1, True, False)) for b in betas):
         raise RecipeError(f"{source}: [train.optimizer] 'betas' must be two numbers in [0, 1), got {betas!r}")
-    if not train["callbacks"]:
-        del train["callbacks"]  # recipes without callbacks keep the digest and TOML they had before the key existed
+    for key in OPTIONAL_TRAIN_KEYS:
+        if train[key] == TRAIN_SCHEMA[key][1]:
+            del train[key]
     return train
 
 

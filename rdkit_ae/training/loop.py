@@ -23,6 +23,7 @@ from rdkit_ae.training import distributed as dist
 from rdkit_ae.training.callbacks import Callback, CallbackList, recipe_callbacks
 from rdkit_ae.training.checkpoints import Checkpointer
 from rdkit_ae.training.context import TrainContext
+from rdkit_ae.training.datainit import DataInit
 from rdkit_ae.training.figures import Figures
 from rdkit_ae.training.finish import finish
 from rdkit_ae.training.optim import TrainStep
@@ -41,6 +42,7 @@ from rdkit_ae.training.validation import validate
 def default_callbacks(options: TrainOptions, user: Sequence[tuple[str, Callback]], metrics: Path) -> CallbackList:
     """The built-in callbacks around the user's, in the order their hooks must run (see callbacks.py)."""
     cbs = CallbackList()
+    cbs.add("data-init", DataInit())  # first: every other callback (e.g. an EMA copy) sees the initialised model
     if options.max_steps is not None:
         cbs.add("max-steps", StepLimit(options.max_steps))  # first: a stop at this step is seen by the checks
     cbs.add("nonfinite-stop", NonFiniteStop())  # before anything uses the step's weights

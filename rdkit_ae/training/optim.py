@@ -49,24 +49,39 @@ def build_optimizers(
 
 
 class LRSchedule:
-    """Cosine decay (to 0 at the end of the plan) or a constant learning rate.
+    """Cosine decay (to ``min_factor`` of the base rate at the end of the plan) or a constant learning rate.
 
     ``interval="epoch"`` advances once per epoch (like ``CosineAnnealingLR``
     with ``T_max=epochs``), ``"step"`` once per optimiser step over
-    ``epochs * steps_per_epoch``. Only the main optimiser is scheduled.
+    ``epochs * steps_per_epoch``. ``warmup`` > 0 multiplies the rate by
+    ``min(1, (t + 1) / warmup)`` (a linear warm-up over the first ``warmup``
+    steps; the cosine runs from the start). Only the main optimiser is scheduled.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, interval: str, horizon: int):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        kind: str,
+        interval: str,
+        horizon: int,
+        warmup: int = 0,
+        min_factor: float = 0.0,
+    ):
         self.optimizer = optimizer
         self.kind, self.interval, self.horizon = kind, interval, max(1, int(horizon))
+        self.warmup, self.min_factor = max(0, int(warmup)), float(min_factor)
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self.t = 0
         self._apply()
 
     def factor(self, t: int) -> float:
-        if self.kind == "constant":
-            return 1.0
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, self.horizon) / self.horizon))
+        f = 1.0
+        if self.kind != "constant":
+            cosine = 0.5 * (1.0 + math.cos(math.pi * min(t, self.horizon) / self.horizon))
+            f = self.min_factor + (1.0 - self.min_factor) * cosine
+        if self.warmup > 0:
+            f *= min(1.0, (t + 1) / self.warmup)
+        return f
 
     def _apply(self) -> None:
         f = self.factor(self.t)
@@ -153,7 +168,11 @@ def build_training(recipe: Recipe, device: torch.device | str = "cpu", steps_per
     model = build_model(recipe).to(device)
     objective = build_objective(recipe).to(device)
     opt, aux_opt = build_optimizers(model, recipe.train, recipe.source)
+    warmup = int(recipe.train.get("warmup_steps", 0))  # absent from recipes that leave it at 0
+    if warmup and interval != "step":
+        raise RecipeError(f'{recipe.source}: [train] warmup_steps needs schedule_interval = "step" (it counts steps)')
     epochs = int(recipe.train["epochs"])
     horizon = epochs if interval == "epoch" else epochs * max(1, steps_per_epoch)
-    schedule = LRSchedule(opt, recipe.train["schedule"], interval, horizon)
+    min_factor = float(recipe.train.get("min_lr_factor", 0.0))
+    schedule = LRSchedule(opt, recipe.train["schedule"], interval, horizon, warmup, min_factor)
     return model, objective, opt, aux_opt, schedule
