@@ -28,6 +28,7 @@ BUILTIN_MODULES = (
     "rdkit_ae.plugins.checkerboard",
     "rdkit_ae.plugins.losses",
     "rdkit_ae.plugins.callbacks",
+    "rdkit_ae.plugins.ema",
 )
 BUILTIN = "built-in"
 
