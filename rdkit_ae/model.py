@@ -28,7 +28,9 @@ class RDModel(CompressionModel):
     ``g_a`` (encoder) and ``g_s`` (decoder) follow CompressAI's naming;
     ``latent_codec`` is the quantizer. Inputs of any size are padded on the
     right and bottom (replicating the border) to a multiple of :attr:`stride`
-    and the output is cropped back.
+    and the output is cropped back. :meth:`decompress` clamps to [0, 1], as
+    CompressAI's models do; :meth:`forward` does not (training needs the
+    gradient outside [0, 1]).
     """
 
     # Plugins: any nn.Module with the documented attributes (stride, out_channels, compress, ...).
@@ -100,7 +102,7 @@ class RDModel(CompressionModel):
         x_hat = self.g_s(y_hat)
         if size is not None:
             x_hat = x_hat[..., : size[0], : size[1]]
-        return {"x_hat": x_hat}
+        return {"x_hat": x_hat.clamp(0, 1)}
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(k, h, w) of the latent for an input of the given size (after padding)."""

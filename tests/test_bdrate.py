@@ -1,4 +1,4 @@
-"""Bjontegaard deltas against cases worked out by hand."""
+"""Bjontegaard deltas (the ``bjontegaard`` package behind rdkit_ae's wrappers) against independent computations."""
 
 import math
 
@@ -10,25 +10,48 @@ from rdkit_ae.evaluation.bdrate import bd_psnr, bd_rate, bjontegaard, clean_curv
 # An anchor whose log-rate is exactly linear in PSNR: R = e^((q - 30) / 10).
 PSNR = np.array([30.0, 32.5, 35.0, 37.0, 40.0])
 RATE = np.exp((PSNR - 30.0) / 10.0)
+METHODS = ["cubic", "pchip", "akima"]
 
 
-@pytest.mark.parametrize("method", ["cubic", "linear"])
+@pytest.mark.parametrize("method", METHODS)
 def test_identical_curves_give_zero(method):
     res = bjontegaard(RATE, PSNR, RATE, PSNR, method)
     assert res.bd_rate == 0.0 and res.bd_psnr == 0.0
-    assert res.notes == []
+    assert res.notes == [] and res.method == method
 
 
 @pytest.mark.parametrize("r", [0.5, 0.8, 1.25, 2.0])
-@pytest.mark.parametrize("method", ["cubic", "linear"])
+@pytest.mark.parametrize("method", METHODS)
 def test_scaled_rates_give_r_minus_one(method, r):
     assert bd_rate(RATE, PSNR, RATE * r, PSNR, method) == pytest.approx((r - 1) * 100, abs=1e-9)
 
 
-@pytest.mark.parametrize("method", ["cubic", "linear"])
+@pytest.mark.parametrize("method", METHODS)
 def test_psnr_shift_gives_bd_psnr(method):
     assert bd_psnr(RATE, PSNR, RATE, PSNR + 1.0, method) == pytest.approx(1.0, abs=1e-9)
     assert bd_psnr(RATE, PSNR, RATE, PSNR - 0.25, method) == pytest.approx(-0.25, abs=1e-9)
+
+
+def _polyfit_mean(x_a, y_a, x_t, y_t):
+    """VCEG-M33 by hand: cubic fits, integrated over the shared x range, mean difference."""
+    lo, hi = max(min(x_a), min(x_t)), min(max(x_a), max(x_t))
+    ia, it = np.polyint(np.polyfit(x_a, y_a, 3)), np.polyint(np.polyfit(x_t, y_t, 3))
+    return ((np.polyval(it, hi) - np.polyval(it, lo)) - (np.polyval(ia, hi) - np.polyval(ia, lo))) / (hi - lo)
+
+
+def test_cubic_equals_an_independent_polyfit_integration():
+    # Curves that are not polynomials, with different PSNR ranges and point counts.
+    a_q = np.array([28.0, 30.5, 33.0, 35.0, 38.0, 39.5])
+    a_r = np.exp((a_q - 27.0) / 7.0) * (1 + 0.03 * np.sin(a_q))
+    t_q = np.array([29.0, 31.0, 34.5, 36.5, 41.0])
+    t_r = 0.85 * np.exp((t_q - 27.0) / 7.3)
+    res = bjontegaard(a_r, a_q, t_r, t_q)
+    assert res.method == "cubic"
+    expected_rate = (math.exp(_polyfit_mean(a_q, np.log(a_r), t_q, np.log(t_r))) - 1) * 100
+    expected_psnr = _polyfit_mean(np.log(a_r), a_q, np.log(t_r), t_q)
+    assert res.bd_rate == pytest.approx(expected_rate, rel=1e-9)
+    assert res.bd_psnr == pytest.approx(expected_psnr, rel=1e-9)
+    assert res.quality_overlap == (29.0, 39.5)
 
 
 def test_cubic_matches_a_hand_integral():
@@ -42,19 +65,31 @@ def test_cubic_matches_a_hand_integral():
     assert res.quality_overlap == (30.0, 40.0)
 
 
-def test_linear_fallback_hand_case():
+@pytest.mark.parametrize("method", ["pchip", "akima"])
+def test_piecewise_methods_converge_to_the_hand_integral(method):
+    # Dense samples of the same curves: a piecewise cubic approaches the exact integral.
+    q = np.linspace(30.0, 40.0, 41)
+    u = (q - 30.0) / 10.0
+    res = bjontegaard(np.exp(u), q, np.exp(u + math.log(2) * u**2), q, method)
+    assert res.method == method
+    assert res.bd_rate == pytest.approx((2 ** (1 / 3) - 1) * 100, rel=1e-4)
+
+
+def test_two_points_are_linear_hand_case():
     # Two points per curve: anchor from (1 bpp, 30 dB) to (e bpp, 40 dB); the test
     # needs twice the bits at 30 dB and the same at 40 dB: log-rate difference
     # falls linearly from ln2 to 0, mean ln2 / 2 -> (sqrt(2) - 1) * 100 %.
     res = bjontegaard([1.0, math.e], [30.0, 40.0], [2.0, math.e], [30.0, 40.0])
-    assert res.method == "linear"
+    assert res.method == "pchip"
     assert res.bd_rate == pytest.approx((math.sqrt(2) - 1) * 100, rel=1e-12)
-    assert any("piecewise-linear" in n for n in res.notes)
+    assert any("piecewise cubic (pchip)" in n for n in res.notes)
+    akima = bjontegaard([1.0, math.e], [30.0, 40.0], [2.0, math.e], [30.0, 40.0], "akima")
+    assert akima.bd_rate == pytest.approx((math.sqrt(2) - 1) * 100, rel=1e-12)
 
 
-def test_three_points_use_linear_and_partial_overlap_is_noted():
+def test_three_points_use_pchip_and_partial_overlap_is_noted():
     res = bjontegaard(RATE, PSNR, RATE[2:] * 1.1, PSNR[2:])
-    assert res.method == "linear"
+    assert res.method == "pchip"
     assert res.bd_rate == pytest.approx(10.0, abs=1e-9)
     assert res.quality_overlap == (35.0, 40.0)
     assert any("overlap 35.00-40.00 dB only" in n for n in res.notes)
@@ -84,6 +119,8 @@ def test_too_few_points():
     assert res.bd_rate is None and res.method == "none"
     with pytest.raises(ValueError):
         bjontegaard(RATE, PSNR, RATE[:3], PSNR[:3], method="cubic")
+    with pytest.raises(ValueError, match="method must be one of"):
+        bjontegaard(RATE, PSNR, RATE, PSNR, method="linear")
 
 
 def test_sign_convention_better_test_is_negative():

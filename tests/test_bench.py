@@ -192,7 +192,7 @@ def test_sweep_outputs(tmp_path, data):
 
     bd = json.loads((out / "bd_rate.json").read_text())
     assert bd["anchor"] == "WebP" and set(bd["curves"]) == {"JPEG", "paper", "conv-mse"}
-    assert bd["curves"]["JPEG"]["bd_rate"] is not None and bd["curves"]["JPEG"]["method"] == "linear"
+    assert bd["curves"]["JPEG"]["bd_rate"] is not None and bd["curves"]["JPEG"]["method"] == "pchip"
     md = (out / "bd_rate.md").read_text()
     assert "Anchor: **WebP**" in md and "| JPEG | classical | 2 |" in md
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -28,6 +28,7 @@ from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.classic import evaluate_codec, get_codec
 from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
 from rdkit_ae.evaluation.metrics import cr_from_bpp
+from rdkit_ae.evaluation.padding import DEFAULT_PAD
 from rdkit_ae.evaluation.results import EvalResult
 from rdkit_ae.files import write_json
 from rdkit_ae.recipe import Recipe
@@ -93,6 +94,7 @@ class PointResult:
     steps: int | None = None
     cached: bool = False
     description: str = ""  # the evaluation's (for a classical codec: its settings)
+    recipe: str = ""  # a learned point's recipe name
 
 
 @dataclass
@@ -260,9 +262,19 @@ class EvalJob:
     batch_size: int
     device: str
     resume: bool = True
+    pad: str = DEFAULT_PAD  # see rdkit_ae.evaluation.padding
 
     @classmethod
-    def after(cls, job: TrainJob, trained: TrainOutcome, images: ImagesRef, batch_size: int, device: str) -> EvalJob:
+    def after(
+        cls,
+        job: TrainJob,
+        trained: TrainOutcome,
+        images: ImagesRef,
+        batch_size: int,
+        device: str,
+        pad: str | None = None,
+    ) -> EvalJob:
+        """The evaluation of what ``job`` trained; ``pad`` defaults to the evaluation images' ([eval].pad)."""
         if trained.checkpoint is None or trained.checkpoint_sha256 is None:
             raise ValueError(f"{job.curve} [{job.label}]: nothing to evaluate ({trained.failure})")
         return cls(
@@ -278,13 +290,15 @@ class EvalJob:
             batch_size,
             device,
             job.resume,
+            pad or images.data.pad,
         )
 
     @property
     def key(self) -> str:
-        return sha(
-            {"v": CACHE_VERSION, "ckpt": self.checkpoint_sha256, "data": self.images.key, "batch": self.batch_size}
-        )
+        key = {"v": CACHE_VERSION, "ckpt": self.checkpoint_sha256, "data": self.images.key, "batch": self.batch_size}
+        if self.pad != DEFAULT_PAD:  # only then, so evaluations cached before the option keep their keys
+            key["pad"] = self.pad
+        return sha(key)
 
     @property
     def path(self) -> Path:
@@ -302,6 +316,7 @@ class EvalJob:
                 device=self.device,
                 name=self.curve,
                 progress=_Fraction(ctx.progress, len(images)),
+                pad=self.pad,
             )
             store_result(self.path, res)
         return PointResult(
@@ -316,6 +331,7 @@ class EvalJob:
             steps=self.steps,
             cached=cached,
             description=res.description,
+            recipe=str(res.meta.get("recipe", "")),
         )
 
 

@@ -2,7 +2,10 @@
 
 Paths in the reports are written relative to the spec's folder (as paths in
 the spec are), so committed results name no folder of the machine that made
-them.
+them. ``results.json`` lists every curve; ``curves/<name>.json`` holds one
+curve each in CompressAI's results schema, the files
+``python -m compressai.utils.plot -f ...`` reads (it takes one curve per file).
+A learned curve's description names the recipe overrides its points used.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from PIL import __version__ as pillow_version
 
 from rdkit_ae.bench.spec import SweepSpec, effective_env
-from rdkit_ae.evaluation.bdrate import bjontegaard
+from rdkit_ae.evaluation.bdrate import bjontegaard, bjontegaard_version
 from rdkit_ae.evaluation.plots import plot_rd
 from rdkit_ae.evaluation.results import compressai_entry, write_records_csv
 from rdkit_ae.files import atomic_write_text, write_json
@@ -89,7 +92,8 @@ def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) 
     entries = []
     for name, c in curves.items():
         if c["points"]:
-            entry = compressai_entry(name, c["description"], [p.summary for p in c["points"]])
+            padding = spec.eval_data.pad if c["kind"] == "learned" else None
+            entry = compressai_entry(name, curve_description(c), [p.summary for p in c["points"]], padding)
             entries.append(entry)
             write_json(out / "curves" / f"{slug(name)}.json", entry)
     write_json(files["results.json"], entries)
@@ -109,6 +113,28 @@ def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) 
     files["sweep.json"] = out / "sweep.json"
     write_json(files["sweep.json"], sweep_info(spec, notes))
     return files
+
+
+def _value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def curve_description(curve: dict[str, Any]) -> str:
+    """A learned curve's description with the overrides its points used (the recipe's own text describes
+    the recipe before them): ``"factorized [encoder.N=128, encoder.stages=4]; per point: quantizer.lmbda;
+    base recipe: ..."``. Other curves keep theirs."""
+    points = curve["points"]
+    base = curve["description"]
+    if curve["kind"] != "learned" or not any(p.overrides for p in points):
+        return base
+    first = points[0].overrides
+    common = {k: v for k, v in first.items() if all(k in p.overrides and p.overrides[k] == v for p in points)}
+    varied = list(dict.fromkeys(k for p in points for k in p.overrides if k not in common))
+    recipe = next((p.recipe for p in points if p.recipe), "") or "recipe"
+    text = recipe + (f" [{', '.join(f'{k}={_value(v)}' for k, v in common.items())}]" if common else "")
+    if varied:
+        text += f"; per point: {', '.join(varied)}"
+    return text + (f"; base recipe: {base}" if base else "")
 
 
 def csv_rows(curves: Curves, base: Path) -> list[dict[str, Any]]:
@@ -137,7 +163,13 @@ def csv_rows(curves: Curves, base: Path) -> list[dict[str, Any]]:
 def bd_table(anchor_name: str, curves: Curves) -> dict[str, Any]:
     """BD-rate and BD-PSNR (PSNR vs bpp) of every curve against the anchor."""
     anchor = curves.get(anchor_name)
-    bd: dict[str, Any] = {"anchor": anchor_name, "metric": "psnr-rgb", "rate": "bpp", "curves": {}}
+    bd: dict[str, Any] = {
+        "anchor": anchor_name,
+        "metric": "psnr-rgb",
+        "rate": "bpp",
+        "library": f"bjontegaard {bjontegaard_version}",
+        "curves": {},
+    }
     if anchor is None or not anchor["points"]:
         bd["error"] = f"anchor '{anchor_name}' has no points"
         return bd
@@ -162,6 +194,7 @@ def sweep_info(spec: SweepSpec, notes: list[str]) -> dict[str, Any]:
         "anchor": spec.anchor,
         "train_data": spec.train_data.describe(base=base),
         "eval_data": spec.eval_data.describe(base=base),
+        "eval_pad": spec.eval_data.pad,
         "budget": spec.budget,
         "seed": spec.seed,
         "env": {k: relative(v, base) if k in spec.env_paths else v for k, v in env.items()},
@@ -182,13 +215,16 @@ def bd_markdown(spec: SweepSpec, bd: dict[str, Any], curves: Curves, notes: list
         f"Anchor: **{spec.anchor}**. Rate: bpp of real bitstreams / full files on "
         f"{spec.eval_data.describe(base=spec.base)}; "
         "quality: mean PSNR (RGB, MAX 255). BD-rate < 0: fewer bits than the anchor for the same PSNR; "
-        "BD-PSNR > 0: higher PSNR at the same rate. Computed only over the range both curves cover.",
+        "BD-PSNR > 0: higher PSNR at the same rate. Computed only over the range both curves cover, "
+        f"with the bjontegaard package ({bd.get('library', 'bjontegaard')}); interpolation: "
+        "cubic = VCEG-M33 cubic fit (4+ points per curve), pchip = piecewise cubic Hermite "
+        "(JVET CTC; used below 4 points), akima = Akima spline.",
         "",
     ]
     if "error" in bd:
         lines += [f"Not computed: {bd['error']}.", ""]
     lines += [
-        "| curve | kind | points | bpp range | PSNR range (dB) | BD-rate | BD-PSNR (dB) | fit | notes |",
+        "| curve | kind | points | bpp range | PSNR range (dB) | BD-rate | BD-PSNR (dB) | interpolation | notes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in bd["curves"].items():

@@ -26,6 +26,7 @@ from rdkit_ae.bench.spec_tables import (
     codec_sweeps,
     data_spec,
     env_table,
+    eval_pad,
     eval_table,
     external_curves,
     model_curves,
@@ -136,6 +137,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     train_data = data_spec(data.get("train", data["eval"]), base, "data.train", source)
     budget = budget_table(raw.get("budget", {}), "[budget]", source)
     batch_size, device = eval_table(raw.get("eval", {}), source)
+    eval_data.pad = eval_pad(raw.get("eval", {}), source)  # travels with the images to the evaluation jobs
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SpecError(f"{source}: seed must be an integer")

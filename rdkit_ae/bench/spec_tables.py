@@ -12,6 +12,7 @@ from typing import Any
 
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.classic import CODECS, available, get_codec
+from rdkit_ae.evaluation.padding import DEFAULT_PAD, PAD_MODES
 from rdkit_ae.model import build_model
 from rdkit_ae.recipe import Recipe, load_recipe, parse_override
 
@@ -27,12 +28,17 @@ class SpecError(RdkitError):
 
 @dataclass
 class DataSpec:
-    """An image source (anything ``--data`` takes) with an optional [start:stop) slice."""
+    """An image source (anything ``--data`` takes) with an optional [start:stop) slice.
+
+    ``pad`` (the evaluation images' only: [eval].pad) is how a learned model's
+    evaluation pads them; it travels with the images to every evaluation job.
+    """
 
     path: str
     start: int | None = None
     stop: int | None = None
     split: str = "all"
+    pad: str = DEFAULT_PAD
 
     def describe(self, short: bool = False, base: Path | None = None) -> str:
         """``path[start:stop] (split)``; the path relative to ``base`` when given, its name when ``short``."""
@@ -130,10 +136,10 @@ def budget_table(value: Any, where: str, source: str) -> dict[str, Any]:
 
 
 def eval_table(value: Any, source: str) -> tuple[int, str]:
-    """[eval] -> (batch_size, device)."""
+    """[eval] -> (batch_size, device); ``pad`` is read by :func:`eval_pad`."""
     if not isinstance(value, dict):
-        raise SpecError(f"{source}: [eval] must be a table (batch_size, device)")
-    _unknown(value, ("batch_size", "device"), "[eval]", source)
+        raise SpecError(f"{source}: [eval] must be a table (batch_size, device, pad)")
+    _unknown(value, ("batch_size", "device", "pad"), "[eval]", source)
     batch_size = value.get("batch_size", 64)
     if not _is_int(batch_size) or batch_size < 1:
         raise SpecError(f"{source}: [eval].batch_size must be a positive integer, got {batch_size!r}")
@@ -141,6 +147,14 @@ def eval_table(value: Any, source: str) -> tuple[int, str]:
     if not isinstance(device, str) or not DEVICE.fullmatch(device):
         raise SpecError(f"{source}: [eval].device must be cpu, mps, cuda or cuda:N, got {device!r}")
     return batch_size, device
+
+
+def eval_pad(value: Any, source: str) -> str:
+    """[eval].pad: how evaluation pads images (rdkit_ae.evaluation.padding); default replicate."""
+    pad = value.get("pad", DEFAULT_PAD) if isinstance(value, dict) else DEFAULT_PAD
+    if pad not in PAD_MODES:
+        raise SpecError(f"{source}: [eval].pad must be {' or '.join(PAD_MODES)}, got {pad!r}")
+    return pad
 
 
 def _format_value(v: Any) -> str:

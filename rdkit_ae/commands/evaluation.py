@@ -37,6 +37,12 @@ def eval_(
     csv: Optional[Path] = typer.Option(None, "--csv", help="write per-image metrics CSV"),
     name: Optional[str] = typer.Option(None, help="curve name in the JSON (default: the recipe name)"),
     check: bool = typer.Option(True, "--check/--no-check", help="verify decode(encode(x)) == forward(x) bit for bit"),
+    pad: str = typer.Option(
+        "replicate",
+        "--pad",
+        help="replicate: pad right/bottom edges to the model's stride, as `rdkit compress` (default); "
+        "compressai: centred zeros to a multiple of 64, as compressai.utils.eval_model",
+    ),
 ) -> None:
     """Compress images to real bytes with each checkpoint, decompress, and report rate and quality."""
     from rich import box
@@ -46,6 +52,7 @@ def eval_(
     from rdkit_ae.data.sources import load_images
     from rdkit_ae.errors import RdkitError
     from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
+    from rdkit_ae.evaluation.padding import check_pad
     from rdkit_ae.evaluation.results import results_curve, write_records_csv
     from rdkit_ae.files import write_json
     from rdkit_ae.text import fmt
@@ -54,6 +61,7 @@ def eval_(
         split = "val" if data == "cifar10" else "all"
     if split not in ("val", "all"):
         raise RdkitError(f"--split must be val or all, got '{split}'")
+    check_pad(pad)
     images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
     console = _console()
     results = []
@@ -74,6 +82,7 @@ def eval_(
                     batch_size=batch_size,
                     device=device,
                     check_exact=check,
+                    pad=pad,
                     progress=lambda n, t=task: progress.advance(t, n),
                 )
             )
@@ -84,7 +93,7 @@ def eval_(
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
-        caption="CR = 24 / mean bpp; .rdk = whole container file; PSNR* = PSNR of the mean MSE",
+        caption=f"CR = 24 / mean bpp; .rdk = whole container file; PSNR* = PSNR of the mean MSE; padding: {pad}",
     )
     columns = ["#", "recipe", "bpp", "CR"] + (["bpp .rdk"] if has_container else [])
     columns += ["PSNR", "PSNR*", "SSIM", "MS-SSIM", "enc ms", "dec ms"]

@@ -1,24 +1,29 @@
-"""Bjontegaard deltas between two rate-distortion curves (VCEG-M33), with numpy.
+"""Bjontegaard deltas between two rate-distortion curves, computed by the ``bjontegaard`` package.
 
-BD-rate: fit log(rate) as a function of PSNR for each curve, integrate both
-over the PSNR range the curves share, and turn the mean difference into a
-percentage, ``(exp(mean(log R_test - log R_anchor)) - 1) * 100``. Negative
-means the test curve needs fewer bits than the anchor for the same quality.
-BD-PSNR: fit PSNR as a function of log(rate), integrate over the shared
-log-rate range: the mean PSNR difference in dB (positive: test is better).
+BD-rate: log-rate as a function of PSNR for each curve, integrated over the
+PSNR range both curves cover; the mean difference as a percentage,
+``(10**mean(log10 R_test - log10 R_anchor) - 1) * 100``. Negative: the test
+curve needs fewer bits than the anchor for the same quality. BD-PSNR: PSNR
+as a function of log-rate, integrated over the shared rate range; the mean
+difference in dB (positive: the test is better).
 
-Fits:
-- ``cubic`` (the standard): a cubic polynomial through each curve, used when
-  both curves have at least 4 points;
-- ``linear``: piecewise-linear interpolation in log-rate (exact integration
-  of the polyline), used when a curve has 2 or 3 points, where a cubic is
-  underdetermined. With fewer than 2 points nothing is computed.
+Interpolation (``method``, named in every result and table), from the
+``bjontegaard`` package (Herglotz et al., https://github.com/FAU-LMS/bjontegaard):
+
+- ``cubic``: VCEG-M33's cubic polynomial fit through each curve (needs at
+  least 4 points per curve);
+- ``pchip``: piecewise cubic Hermite interpolation, as in the current JVET
+  common-test-conditions spreadsheet (2 points or more; linear with 2);
+- ``akima``: Akima's piecewise cubic interpolation (linear with 2 points);
+- ``auto`` (default): ``cubic`` when both curves have 4 points or more,
+  else ``pchip``.
 
 Curves are cleaned first: points with a non-positive rate or a non-finite
 value are dropped, and so are dominated points (a higher rate without a higher
 PSNR than some cheaper point), so each curve is strictly increasing and the
-fits are functions. Nothing is extrapolated: when the ranges do not overlap
-the delta is None and the result says why.
+fits are functions. Nothing is extrapolated: the integrals run over the
+overlap only; when the ranges do not overlap the delta is None and the notes
+say why.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+import bjontegaard as bd
 import numpy as np
 
-METHODS = ("auto", "cubic", "linear")
+METHODS = ("auto", "cubic", "pchip", "akima")
+bjontegaard_version = bd.__version__
+MIN_POINTS = {"cubic": 4, "pchip": 2, "akima": 2}
 
 
 @dataclass
@@ -42,7 +50,7 @@ class Curve:
 
     @property
     def log_rate(self) -> np.ndarray:
-        return np.log(self.rate)
+        return np.log10(self.rate)
 
 
 @dataclass
@@ -76,29 +84,39 @@ def clean_curve(rates: Sequence[float], quality: Sequence[float]) -> Curve:
     return Curve(arr[:, 0], arr[:, 1], dropped=len(rates) - len(kept))
 
 
-def _integral_cubic(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
-    poly = np.polyint(np.polyfit(x, y, 3))
-    return float(np.polyval(poly, hi) - np.polyval(poly, lo))
+def _overlap(a: np.ndarray, t: np.ndarray) -> tuple[float, float] | None:
+    lo, hi = max(a.min(), t.min()), min(a.max(), t.max())
+    return (float(lo), float(hi)) if hi > lo else None
 
 
-def _integral_linear(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
-    """Exact integral of the polyline through (x, y) (x increasing) over [lo, hi] within its span."""
-    knots = np.concatenate([[lo], x[(x > lo) & (x < hi)], [hi]])
-    vals = np.interp(knots, x, y)
-    return float(np.sum((knots[1:] - knots[:-1]) * (vals[1:] + vals[:-1]) / 2.0))
-
-
-def _mean_difference(xa, ya, xt, yt, method: str) -> tuple[float | None, tuple[float, float] | None]:
-    """Mean of (y_test - y_anchor) over the shared x range, or (None, None) when there is none."""
-    lo, hi = max(xa.min(), xt.min()), min(xa.max(), xt.max())
-    if not hi > lo:
-        return None, None
-    integral = _integral_cubic if method == "cubic" else _integral_linear
-    return (integral(xt, yt, lo, hi) - integral(xa, ya, lo, hi)) / (hi - lo), (float(lo), float(hi))
+def _whole(overlap: tuple[float, float], a: np.ndarray, t: np.ndarray) -> bool:
+    return overlap == (a.min(), a.max()) and overlap == (t.min(), t.max())
 
 
 def _span(values: np.ndarray, unit: str, fmt: str = ".2f") -> str:
     return f"{values.min():{fmt}}-{values.max():{fmt}} {unit}"
+
+
+def _delta(fn, a: Curve, t: Curve, method: str) -> float:
+    # min_overlap=0: the package would only warn; the overlap is reported in our notes instead
+    value = fn(a.rate, a.quality, t.rate, t.quality, method, require_matching_points=False, min_overlap=0)
+    return float(value)
+
+
+def _choose(method: str, a: Curve, t: Curve, notes: list[str]) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    n = min(len(a.rate), len(t.rate))
+    if method == "auto":
+        method = "cubic" if n >= MIN_POINTS["cubic"] else "pchip"
+        if method == "pchip":
+            notes.append(
+                f"fewer than 4 points ({len(a.rate)} anchor, {len(t.rate)} test): "
+                "piecewise cubic (pchip) instead of the cubic fit"
+            )
+    elif n < MIN_POINTS[method]:
+        raise ValueError(f"the {method} interpolation needs at least {MIN_POINTS[method]} points per curve")
+    return method
 
 
 def bjontegaard(
@@ -109,51 +127,43 @@ def bjontegaard(
     method: str = "auto",
 ) -> BDResult:
     """BD-rate (%) and BD-PSNR (dB) of a test curve against an anchor curve."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     a, t = clean_curve(anchor_rate, anchor_psnr), clean_curve(test_rate, test_psnr)
     notes = [
         f"{who}: {c.dropped} point(s) dropped (invalid or dominated: no PSNR gain for more bits)"
         for who, c in (("anchor", a), ("test", t))
         if c.dropped
     ]
-    n = min(len(a.rate), len(t.rate))
-    if n < 2:
+    if min(len(a.rate), len(t.rate)) < 2:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         notes.append("a curve has fewer than 2 usable points: not computed")
         return BDResult(None, None, "none", None, None, notes)
-    if method == "auto":
-        method = "cubic" if n >= 4 else "linear"
-    elif method == "cubic" and n < 4:
-        raise ValueError("the cubic fit needs at least 4 points per curve")
-    if method == "linear" and n < 4:
-        notes.append(
-            f"fewer than 4 points ({len(a.rate)} anchor, {len(t.rate)} test): "
-            "piecewise-linear in log-rate instead of a cubic"
-        )
+    method = _choose(method, a, t, notes)
 
-    d_log_rate, q_overlap = _mean_difference(a.quality, a.log_rate, t.quality, t.log_rate, method)
-    bd_rate = None if d_log_rate is None else (math.exp(d_log_rate) - 1.0) * 100.0
+    q_overlap = _overlap(a.quality, t.quality)
+    rate = None if q_overlap is None else _delta(bd.bd_rate, a, t, method)
     if q_overlap is None:
         notes.append(
             f"no PSNR overlap (test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')}): "
             "BD-rate not computed, no extrapolation"
         )
-    elif q_overlap != (a.quality.min(), a.quality.max()) or q_overlap != (t.quality.min(), t.quality.max()):
+    elif not _whole(q_overlap, a.quality, t.quality):
         notes.append(
             f"BD-rate over the PSNR overlap {q_overlap[0]:.2f}-{q_overlap[1]:.2f} dB only "
             f"(test {_span(t.quality, 'dB')}, anchor {_span(a.quality, 'dB')})"
         )
 
-    d_psnr, lr_overlap = _mean_difference(a.log_rate, a.quality, t.log_rate, t.quality, method)
-    rate_overlap = None if lr_overlap is None else (math.exp(lr_overlap[0]), math.exp(lr_overlap[1]))
+    lr_overlap = _overlap(a.log_rate, t.log_rate)
+    psnr = None if lr_overlap is None else _delta(bd.bd_psnr, a, t, method)
+    rate_overlap = None if lr_overlap is None else (10 ** lr_overlap[0], 10 ** lr_overlap[1])
     if rate_overlap is None:
         notes.append(
             f"no rate overlap (test {_span(t.rate, 'bpp', '.3f')}, anchor {_span(a.rate, 'bpp', '.3f')}): "
             "BD-PSNR not computed"
         )
-    elif lr_overlap != (a.log_rate.min(), a.log_rate.max()) or lr_overlap != (t.log_rate.min(), t.log_rate.max()):
+    elif lr_overlap is not None and not _whole(lr_overlap, a.log_rate, t.log_rate):
         notes.append(f"BD-PSNR over the rate overlap {rate_overlap[0]:.3f}-{rate_overlap[1]:.3f} bpp only")
-    return BDResult(bd_rate, d_psnr, method, q_overlap, rate_overlap, notes)
+    return BDResult(rate, psnr, method, q_overlap, rate_overlap, notes)
 
 
 def bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr, method: str = "auto") -> float | None:

@@ -23,6 +23,7 @@ from rdkit_ae.data.sources import to_tensor, to_uint8
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.batching import MAX_BATCHED_PIXELS, same_size_batches
 from rdkit_ae.evaluation.metrics import BITS_PER_PIXEL_RGB, bpp_from_bytes, cr_from_bpp, quality
+from rdkit_ae.evaluation.padding import DEFAULT_PAD, check_pad, pad_for_eval
 from rdkit_ae.evaluation.results import (
     COMPRESSAI_KEYS,
     EvalResult,
@@ -107,6 +108,7 @@ def evaluate(
     check_exact: bool = True,
     container: bool = True,
     progress: Callable[[int], None] | None = None,
+    pad: str = DEFAULT_PAD,
 ) -> EvalResult:
     """Compress every image of ``images`` (an :class:`~rdkit_ae.data.ImageSet`) to real bytes and measure it.
 
@@ -118,12 +120,17 @@ def evaluate(
     :class:`BitExactError` on any difference. ``container`` adds
     ``container_bytes``/``container_bpp``: the size of the whole ``.rdk`` file.
     ``progress(n)`` is called with the number of images done per batch.
+    ``pad`` is how images are padded to a size the model codes (see
+    :mod:`.padding`): ``"replicate"`` (as ``rdkit compress``) or
+    ``"compressai"`` (centred zeros to a multiple of 64, as CompressAI's
+    ``eval_model``); it is recorded in ``meta["pad"]``.
     Times are seconds per image: a batch's time divided by its size.
     """
     if batch_size < 1:
         raise RdkitError(f"batch size must be at least 1, got {batch_size}")
     if len(images) == 0:
         raise RdkitError(f"no images to evaluate in {getattr(images, 'name', 'the data')}")
+    check_pad(pad)
     recipe = getattr(model, "recipe", None)
     name = name or (recipe.name if recipe is not None else type(model).__name__)
     description = description or (recipe.description if recipe is not None else "")
@@ -138,7 +145,7 @@ def evaluate(
     try:
         with torch.no_grad():
             for names, batch in same_size_batches(images, batch_size):
-                records += _evaluate_batch(model, names, batch, device, check_exact, pack)
+                records += _evaluate_batch(model, names, batch, device, check_exact, pack, pad)
                 if progress is not None:
                     progress(len(names))
     finally:
@@ -151,6 +158,7 @@ def evaluate(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "bit_exact_checked": bool(check_exact),
+        "pad": pad,
     }
     if recipe is not None:
         meta["recipe"] = recipe.name
@@ -158,29 +166,31 @@ def evaluate(
     return EvalResult(name, description, records, summarize(records), meta)
 
 
-def _evaluate_batch(model, names, batch, device, check_exact, pack) -> list[dict[str, Any]]:
+def _evaluate_batch(model, names, batch, device, check_exact, pack, pad=DEFAULT_PAD) -> list[dict[str, Any]]:
     B, H, W = batch.shape[:3]
     # to_tensor gives a channels-last view; a decoder always sees contiguous
     # latents, so code from a contiguous input or forward and decompress would
     # run the convolutions in different memory formats (last-bit differences).
-    x = to_tensor(batch).to(device).contiguous()
+    x, unpad = pad_for_eval(to_tensor(batch).to(device).contiguous(), pad, model.stride)
     _sync(device)
     t0 = time.perf_counter()
     compressed = model.compress(x)
     _sync(device)
     t1 = time.perf_counter()
-    x_hat = model.decompress(compressed["strings"], compressed["shape"], compressed["size"])["x_hat"]
+    x_hat = unpad(model.decompress(compressed["strings"], compressed["shape"], compressed["size"])["x_hat"])
+    x_hat = x_hat.clamp(0, 1)  # a no-op for an RDModel; a model whose decompress does not clamp is compared alike
     _sync(device)
     t2 = time.perf_counter()
     if not bool(torch.isfinite(x_hat).all()):
         raise RdkitError(f"the decoded images (batch starting at {names[0]}) hold NaN or infinite values")
     if check_exact:
-        reference = model(x)["x_hat"]
+        # decompress clamps to [0, 1] (as CompressAI's models do); forward does not (training needs the gradient)
+        reference = unpad(model(x)["x_hat"]).clamp(0, 1)
         if reference.shape != x_hat.shape or not torch.equal(reference, x_hat):
             raise BitExactError(_mismatch_message(names, reference, x_hat))
     nbytes = bytes_per_image(compressed["strings"], B)
     scores = quality(batch, to_uint8(x_hat))
-    nominal_bits = model.nominal_bits(H, W)
+    nominal_bits = model.nominal_bits(x.size(-2), x.size(-1))  # of what was coded (padded)
     out = []
     for i in range(B):
         rec: dict[str, Any] = {"name": names[i], "height": int(H), "width": int(W), "bytes": nbytes[i]}

@@ -72,11 +72,15 @@ COMPRESSAI_KEYS = (
 )
 
 
-def compressai_entry(name: str, description: str, summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def compressai_entry(
+    name: str, description: str, summaries: Sequence[dict[str, Any]], padding: str | None = None
+) -> dict[str, Any]:
     """One curve in CompressAI's results schema: one list element per point.
 
     A metric is listed only when every point has it (e.g. no "ms-ssim-rgb" on
-    32x32 images), so the lists stay numeric and aligned with "bpp".
+    32x32 images), so the lists stay numeric and aligned with "bpp". ``padding``
+    (how a learned model's evaluation padded the images) is added as a
+    top-level key when given; CompressAI's tools ignore it.
     """
     results: dict[str, list[float]] = {}
     for key, ours in COMPRESSAI_KEYS:
@@ -84,7 +88,10 @@ def compressai_entry(name: str, description: str, summaries: Sequence[dict[str, 
         present = [float(v) for v in values if v is not None]
         if values and len(present) == len(values):
             results[key] = present
-    return {"name": name, "description": description, "results": results}
+    entry: dict[str, Any] = {"name": name, "description": description, "results": results}
+    if padding is not None:
+        entry["padding"] = padding
+    return entry
 
 
 def write_records_csv(
@@ -115,7 +122,7 @@ class EvalResult:
 
     def to_compressai(self) -> dict[str, Any]:
         """CompressAI's results schema with this evaluation as its single point."""
-        return compressai_entry(self.name, self.description, [self.summary])
+        return compressai_entry(self.name, self.description, [self.summary], self.meta.get("pad"))
 
     def write_csv(self, path: str | Path) -> None:
         write_records_csv(path, self.records)
@@ -133,8 +140,10 @@ def results_curve(
         raise RdkitError("no evaluations to combine")
     names = list(dict.fromkeys(r.name for r in results))
     descriptions = list(dict.fromkeys(r.description for r in results if r.description))
+    pads = list(dict.fromkeys(str(r.meta["pad"]) for r in results if "pad" in r.meta))
     return compressai_entry(
         name or "+".join(names),
         description if description is not None else "; ".join(descriptions),
         [r.summary for r in results],
+        "+".join(pads) or None,
     )
