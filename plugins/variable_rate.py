@@ -60,10 +60,10 @@ def _inner_codec(name: str, channels: int, inner: object) -> nn.Module:
     if inner["name"] == PLUGIN:
         raise PluginError(f"{name}: inner cannot be another '{PLUGIN}' quantizer")
     params = {k: v for k, v in inner.items() if k != "name"}
-    accepted = accepted_params(get_plugin("quantizer", inner["name"]).factory)
-    if "channels" not in params and (accepted is None or "channels" in accepted):
-        params["channels"] = channels
     try:
+        accepted = accepted_params(get_plugin("quantizer", inner["name"]).factory)
+        if "channels" not in params and (accepted is None or "channels" in accepted):
+            params["channels"] = channels
         return create("quantizer", inner["name"], **params)
     except PluginError as exc:
         raise PluginError(f"{name}: inner {exc}") from None
