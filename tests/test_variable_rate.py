@@ -1,4 +1,4 @@
-"""Variable rate (quantizer gain) and the rd loss: interpolation, per-image lambdas, operating points, .rdk, training."""
+"""Variable rate (quantizer gain), rd loss: interpolation, per-image lambdas, operating points, .rdk, training."""
 
 from __future__ import annotations
 
