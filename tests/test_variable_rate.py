@@ -178,3 +178,21 @@ def test_trained_model_rate_follows_lambda(tmp_path):
         assert all(np.array_equal(codec.decompress(d), codec.reconstruct(im)) for d, im in zip(data, test))
         total.append(sum(len(d) for d in data))
     assert all(a < b for a, b in zip(total, total[1:])), total  # fewer bytes as lambda decreases
+
+
+@pytest.mark.parametrize("name", ["fast-vr", "fast-vr-checkerboard", "vr-large"])
+def test_zoo_recipes_build_and_round_trip_at_two_rates(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    assert model.variable_rate and model.recipe.description
+    assert [e["name"] for e in model.recipe.losses] == ["rd"]
+    model.eval().update(force=True)
+    codec = Codec.from_model(model)
+    image = smooth_images(1, 64, 96, seed=2)[0]
+    sizes = []
+    for index in (0, len(model.latent_codec.lambdas) - 1):
+        model.set_rate(index=index)
+        data = codec.compress(image)
+        assert np.array_equal(codec.decompress(data), codec.reconstruct(image))
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1]
