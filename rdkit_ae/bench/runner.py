@@ -1,4 +1,4 @@
-"""Running a sweep: plan its jobs, run them in order (resuming from the cache), hand the results to the reports.
+"""Running a sweep: plan its jobs, run them (resuming from the cache), hand the results to the reports.
 
 Caching: a point's run folder is ``OUT/runs/<key>`` where ``key`` hashes the
 resolved recipe digest, the training data (by content), the budget, the seed
@@ -6,36 +6,30 @@ and the [env] values; ``done.json`` marks a finished training. Evaluations
 and codec sweeps are cached beside them, keyed by the evaluation images'
 content. An interrupted sweep therefore resumes where it stopped.
 
-The jobs are plain picklable objects (see :mod:`rdkit_ae.bench.jobs`):
-:func:`run_serial` runs a :class:`SweepPlan` in this process, and an executor
-that runs it in other processes needs only the plan, a context per process
-and the same result type.
+The jobs are plain picklable objects (see :mod:`rdkit_ae.bench.jobs`); an
+executor (:mod:`rdkit_ae.bench.executors`) runs the plan: in this process by
+default, in local processes (``--jobs N``) or as Ray tasks, with the same
+cache keys, files and results.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from rdkit_ae.bench.executors import Executor, InProcess, run_serial
 from rdkit_ae.bench.images import content_hash, load_data, overlap_notes, training_data
-from rdkit_ae.bench.jobs import (
-    CodecJob,
-    EvalJob,
-    ImagesRef,
-    JobContext,
-    PointResult,
-    TrainFn,
-    TrainJob,
-    external_points,
-)
-from rdkit_ae.bench.progress import Reporter, SilentReporter, Task
+from rdkit_ae.bench.jobs import ImagesRef, JobContext, PointResult, TrainFn, external_points
+from rdkit_ae.bench.plan import Deadline, PlanResults, SweepPlan, plan_sweep
+from rdkit_ae.bench.progress import Reporter, SilentReporter
 from rdkit_ae.bench.report import Curves, write_reports
-from rdkit_ae.bench.spec import SpecError, SweepSpec, effective_env, load_spec
+from rdkit_ae.bench.spec import SpecError, SweepSpec, load_spec
 from rdkit_ae.evaluation.classic import get_codec
+
+__all__ = ["PlanResults", "SweepPlan", "SweepResult", "plan_sweep", "run_serial", "run_sweep"]
 
 
 @dataclass
@@ -47,85 +41,7 @@ class SweepResult:
     trained: int  # points trained in this call (not taken from the cache)
     notes: list[str]
     failures: list[str]  # points whose training failed (left out of the curves; retried on the next run)
-
-
-@dataclass
-class SweepPlan:
-    """A sweep's jobs with their progress tasks: codec points first (quick, and they give the anchor early)."""
-
-    codecs: list[tuple[Task, CodecJob]]
-    points: list[tuple[Task, TrainJob, Task]]  # train, then evaluate what it trained
-    eval_images: ImagesRef
-    batch_size: int
-    device: str
-
-    @property
-    def tasks(self) -> list[Task]:
-        return [t for t, _ in self.codecs] + [t for train, _, ev in self.points for t in (train, ev)]
-
-
-@dataclass
-class PlanResults:
-    points: list[PointResult] = field(default_factory=list)
-    trained: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
-def plan_sweep(spec: SweepSpec, out: Path, eval_images: ImagesRef, train: tuple[str, str], resume: bool) -> SweepPlan:
-    """The jobs of ``spec`` writing into ``out``; ``train`` is (train data argument, its content key)."""
-    n_eval = eval_images.count
-    codecs = []
-    for sweep in spec.codecs:
-        label = get_codec(sweep.codec).label
-        for q in sweep.qualities:
-            codec = CodecJob(sweep.codec, q, sweep.options, eval_images, str(out), resume)
-            codecs.append((Task("codec", f"{label} q={q}", n_eval * 0.004), codec))
-    env = effective_env(spec)
-    points = []
-    for p in spec.points:
-        job = TrainJob(p.curve, p.label, p.recipe, p.overrides, p.budget, spec.seed, *train, env, str(out), resume)
-        budget_s = 60.0 * float(p.budget.get("time_budget", 1.0))
-        t_train = Task("train", f"train {p.curve} [{p.label}]", budget_s)
-        t_eval = Task("eval", f"eval {p.curve} [{p.label}]", n_eval * 0.01)
-        points.append((t_train, job, t_eval))
-    return SweepPlan(codecs, points, eval_images, spec.eval_batch_size, spec.device)
-
-
-def _start(reporter: Reporter, ctx: JobContext, task: Task) -> JobContext:
-    reporter.start(task)
-    return replace(ctx, progress=functools.partial(reporter.advance, task))
-
-
-def _finish(reporter: Reporter, task: Task, cached: bool) -> None:
-    task.cached = cached
-    reporter.finish(task, cached)
-
-
-def run_serial(plan: SweepPlan, ctx: JobContext, reporter: Reporter) -> PlanResults:
-    """Run every job of ``plan`` in this process, in order."""
-    results = PlanResults()
-    reporter.begin(plan.tasks)
-    for task, codec in plan.codecs:
-        point = codec.run(_start(reporter, ctx, task))
-        results.points.append(point)
-        _finish(reporter, task, point.cached)
-    for t_train, train, t_eval in plan.points:
-        trained = train.run(_start(reporter, ctx, t_train))
-        if trained.failure is not None:
-            # One diverging point (e.g. a NaN loss) must not sink a long sweep: record it, go on.
-            results.failures.append(f"{train.curve} [{train.label}]: training failed: {trained.failure}")
-            reporter.note(f"FAILED {t_train.label}: {trained.failure}")
-        results.trained += trained.trained
-        _finish(reporter, t_train, trained.cached)
-        if trained.failure is None:
-            job = EvalJob.after(train, trained, plan.eval_images, plan.batch_size, plan.device)
-            point = job.run(_start(reporter, ctx, t_eval))
-            results.points.append(point)
-            _finish(reporter, t_eval, point.cached)
-        else:
-            reporter.start(t_eval)  # keeps the step count and the ETA right
-            _finish(reporter, t_eval, False)
-    return results
+    left: list[str] = field(default_factory=list)  # steps not started within the sweep's time budget (next run)
 
 
 def _check_device(spec: SweepSpec) -> None:
@@ -163,6 +79,8 @@ def run_sweep(
     resume: bool = True,
     train_fn: TrainFn | None = None,
     reporter: Reporter | None = None,
+    executor: Executor | None = None,
+    time_budget: float | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep and write its reports into ``out`` (default ``bench/<spec name>``).
 
@@ -171,7 +89,15 @@ def run_sweep(
     evaluate=False, **budget)``; it must return an object with
     ``best_checkpoint`` and/or ``last_checkpoint``. ``resume=False`` retrains
     and re-evaluates every point (``--fresh``).
+
+    ``executor`` runs the jobs (default :class:`InProcess`: here, one after
+    another; see :mod:`rdkit_ae.bench.executors`). ``time_budget`` (minutes)
+    is the whole sweep's: no job starts after it, and the steps left are in
+    ``SweepResult.left`` for the next run to pick up.
     """
+    if time_budget is not None and not time_budget > 0:
+        raise SpecError(f"the sweep's time budget must be a positive number of minutes, got {time_budget}")
+    deadline = Deadline.after(time_budget)
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     _check_device(spec)
@@ -191,9 +117,13 @@ def run_sweep(
         reporter.note(n)
 
     plan = plan_sweep(spec, out, eval_ref, train, resume)
-    results = run_serial(plan, JobContext({eval_ref.key: images}, train_fn, note=reporter.note), reporter)
+    ctx = JobContext({eval_ref.key: images}, train_fn, note=reporter.note)
+    results = (executor or InProcess()).run(plan, ctx, reporter, deadline)
 
     curves = _curves(spec, results.points)
-    files = write_reports(out, spec, curves, notes + [f"FAILED: {f}" for f in results.failures])
+    report_notes = notes + [f"FAILED: {f}" for f in results.failures]
+    if results.left:
+        report_notes.append(f"NOT RUN (the sweep's time budget ran out): {', '.join(results.left)}")
+    files = write_reports(out, spec, curves, report_notes)
     bd = json.loads(files["bd_rate.json"].read_text(encoding="utf-8"))
-    return SweepResult(out, curves, bd, files, results.trained, notes, results.failures)
+    return SweepResult(out, curves, bd, files, results.trained, notes, results.failures, results.left)
