@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import tomllib
 
+from rdkit_ae.bench.spec_parallel import parallel_table
 from rdkit_ae.bench.spec_tables import (
     CodecSweep,
     DataSpec,
@@ -34,7 +35,10 @@ from rdkit_ae.bench.spec_tables import (
 )
 from rdkit_ae.evaluation.classic import get_codec
 
-TOP_KEYS = ("name", "description", "anchor", "seed", "data", "budget", "eval", "env", "model", "classical", "external")
+TOP_KEYS = (
+    "name", "description", "anchor", "seed", "data", "budget", "eval", "env", "model", "classical", "external",
+    "parallel",
+)  # fmt: skip
 
 __all__ = [
     "CodecSweep",
@@ -67,6 +71,7 @@ class SweepSpec:
     skipped: list[str] = field(default_factory=list)  # notes, e.g. AVIF not supported
     env: dict[str, str] = field(default_factory=dict)  # variables for the trainings, where the user has not set them
     env_paths: tuple[str, ...] = ()  # the [env] names given as { path = ... }
+    parallel: dict[str, Any] = field(default_factory=dict)  # [parallel]: defaults for --jobs, --executor, ...
 
     @property
     def points(self) -> list[Point]:
@@ -163,6 +168,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         skipped,
         env,
         env_paths,
+        parallel_table(raw.get("parallel", {}), source),
     )
     _check_curves(spec, source)
     return spec
