@@ -143,7 +143,7 @@ def test_json_is_readable_by_compressai_plot(tmp_path, trained_factorized):
     path = tmp_path / "tiny.json"
     a.write_json(path)
     data = json.loads(path.read_text())
-    assert set(data) == {"name", "description", "results"}
+    assert set(data) == {"name", "description", "results", "padding"} and data["padding"] == "replicate"
     for key in ("bpp", "psnr-rgb", "ssim-rgb", "cr", "encoding_time", "decoding_time"):
         assert isinstance(data["results"][key], list) and len(data["results"][key]) == 1
     assert "ms-ssim-rgb" not in data["results"]  # not measurable at 32x32: left out, not null
