@@ -65,12 +65,26 @@ class EMA(Callback):
     def on_train_start(self, ctx: TrainContext) -> None:
         self.ema = AveragedModel(ctx.model, multi_avg_fn=self._average, use_buffers=True)
         if self.pending is not None:
-            self.ema.load_state_dict(self.pending)
+            self._restore(self.pending)
             self.pending = None
         self.updates = int(self.ema.n_averaged)
         live = dict(ctx.model.named_parameters())
         self._copied = [(p, live[k]) for k, p in self.ema.module.named_parameters() if k.endswith("quantiles")]
         ctx.eval_model = self.ema.module
+
+    @torch.no_grad()
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        """Load a saved average; integer buffers (entropy-coder tables, counters) stay the trained model's.
+
+        Those are copied at every update anyway, and a resumed model carries
+        the tables last.pt was finalised with, which the saved average lacks.
+        """
+        assert self.ema is not None
+        module = self.ema.module
+        weights = {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
+        weights.update({k: b for k, b in module.named_buffers() if not torch.is_floating_point(b)})
+        module.load_state_dict(weights)
+        self.ema.n_averaged.copy_(state["n_averaged"])
 
     @torch.no_grad()
     def on_step_end(self, ctx: TrainContext) -> None:
