@@ -55,7 +55,9 @@ class EMA(Callback):
         self.pending: Mapping[str, Any] | None = None
         self._copied: list[tuple[Tensor, Tensor]] = []
 
-    def _average(self, averaged: list[Tensor], current: list[Tensor], _n: Any) -> None:
+    def _average(
+        self, averaged: list[Tensor] | tuple[Tensor, ...], current: list[Tensor] | tuple[Tensor, ...], _n: Any
+    ) -> None:
         d = warmup_decay(self.decay, self.updates) if self.warmup else self.decay
         if torch.is_floating_point(averaged[0]):
             torch._foreach_lerp_(averaged, current, 1.0 - d)

@@ -91,6 +91,11 @@ def _basis(init: str, factor: int, rows: int, x: Tensor | None) -> tuple[Tensor,
     return w, mean
 
 
+def _bias(conv: nn.Conv2d) -> Tensor:
+    assert conv.bias is not None  # made with bias=True
+    return conv.bias
+
+
 class LinearAnalysis(nn.Module):
     """Blocks (B, 3 f^2, h, w) -> latent (B, latent_channels, h, w): ``gain * W (b - mean)`` as one 1x1 conv."""
 
@@ -105,7 +110,7 @@ class LinearAnalysis(nn.Module):
     def _set(self, w: Tensor, mean: Tensor) -> None:
         w = w * self.gain
         self.proj.weight.copy_(w[:, :, None, None].to(self.proj.weight.dtype))
-        self.proj.bias.copy_((-(w @ mean)).to(self.proj.bias.dtype))
+        _bias(self.proj).copy_(-(w @ mean))
 
     def init_from_data(self, x: Tensor) -> None:
         """With ``init="pca"``: project onto the principal components of the blocks of ``x`` (images in [0, 1])."""
@@ -129,7 +134,7 @@ class LinearSynthesis(nn.Module):
     @torch.no_grad()
     def _set(self, w: Tensor, mean: Tensor) -> None:
         self.proj.weight.copy_((w.T / self.gain)[:, :, None, None].to(self.proj.weight.dtype))
-        self.proj.bias.copy_(mean.to(self.proj.bias.dtype))
+        _bias(self.proj).copy_(mean)
 
     def init_from_data(self, x: Tensor) -> None:
         """With ``init="pca"``: the transpose of the analysis' components (the same data gives the same PCA)."""

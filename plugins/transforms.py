@@ -48,13 +48,12 @@ def _options(
     plugin: str, latent_channels: object, channels: object, factor: object, linear: object, nonlinear: object, init: str
 ) -> tuple[int, int, int, bool, bool, str]:
     """The checked (latent_channels, channels, factor, linear, nonlinear, init) of a block transform."""
-    latent_channels = check_int(plugin, "latent_channels", latent_channels)
-    channels = check_int(plugin, "channels", channels)
-    factor = check_factor(plugin, factor)
-    linear, nonlinear = check_bool(plugin, "linear", linear), check_bool(plugin, "nonlinear", nonlinear)
-    if not (linear or nonlinear):
+    m, c, f = check_int(plugin, "latent_channels", latent_channels), check_int(plugin, "channels", channels), 0
+    f = check_factor(plugin, factor)
+    lin, nonlin = check_bool(plugin, "linear", linear), check_bool(plugin, "nonlinear", nonlinear)
+    if not (lin or nonlin):
         raise PluginError(f"{plugin}: at least one of linear and nonlinear must be true")
-    return latent_channels, channels, factor, linear, nonlinear, check_choice(plugin, "init", init, INITS)
+    return m, c, f, lin, nonlin, check_choice(plugin, "init", init, INITS)
 
 
 def _residual(cin: int, hidden: int, cout: int, inverse: bool, zero_last: bool) -> nn.Sequential:
@@ -62,7 +61,7 @@ def _residual(cin: int, hidden: int, cout: int, inverse: bool, zero_last: bool) 
     last = nn.Conv2d(hidden, cout, 3, padding=1)
     if zero_last:  # the model starts as its linear path
         nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
     return nn.Sequential(conv[0], GDN(hidden, inverse=inverse), conv[1], GDN(hidden, inverse=inverse), last)
 
 

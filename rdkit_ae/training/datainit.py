@@ -9,6 +9,8 @@ computes from the same images, so they start identical.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -19,18 +21,19 @@ MAX_IMAGES = 2048
 MAX_PIXELS = 1 << 22  # about 48 MB of float patches however large the crops are
 
 
-def data_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules of ``model`` that define a callable ``init_from_data``, in ``modules()`` order."""
-    return [m for m in model.modules() if callable(getattr(m, "init_from_data", None))]
+def data_initialisers(model: nn.Module) -> list[Callable[[Tensor], None]]:
+    """The ``init_from_data`` methods of the modules of ``model`` that define one, in ``modules()`` order."""
+    found = (getattr(m, "init_from_data", None) for m in model.modules())
+    return [f for f in found if callable(f)]
 
 
 def init_from_data(model: nn.Module, x: Tensor) -> int:
     """Call ``init_from_data(x)`` on every module that has it (under ``no_grad``); returns how many."""
-    modules = data_modules(model)
+    initialisers = data_initialisers(model)
     with torch.no_grad():
-        for m in modules:
-            m.init_from_data(x)
-    return len(modules)
+        for init in initialisers:
+            init(x)
+    return len(initialisers)
 
 
 class DataInit(Callback):
@@ -48,7 +51,7 @@ class DataInit(Callback):
         self.initialised = 0
 
     def on_train_start(self, ctx: TrainContext) -> None:
-        if ctx.resumed or not data_modules(ctx.model):
+        if ctx.resumed or not data_initialisers(ctx.model):
             return
         data = ctx.train_set
         h, w = data.patch
