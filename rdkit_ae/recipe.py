@@ -51,8 +51,9 @@ TRAIN_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
     "callbacks": ((list,), []),  # [{ name = "...", param = ... }]: training callbacks (checked by rdkit_ae.training)
     "warmup_steps": ((int,), 0),  # linear learning-rate warm-up over this many steps (needs schedule_interval "step")
     "min_lr_factor": ((float, int), 0.0),  # the cosine ends at this fraction of the learning rate
+    "channels_last": ((bool,), False),  # train with NHWC weights (faster convolutions on CPUs)
 }
-OPTIONAL_TRAIN_KEYS = ("callbacks", "warmup_steps", "min_lr_factor")  # left out at their defaults: digests unchanged
+OPTIONAL_TRAIN_KEYS = ("callbacks", "warmup_steps", "min_lr_factor", "channels_last")  # not stored at their defaults
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 SCHEDULE_INTERVALS = ("epoch", "step")

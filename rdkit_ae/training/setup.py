@@ -53,6 +53,8 @@ def build_context(
     steps_per_epoch = len(train_batches(train_set, int(t["batch_size"]), 0, seed, info.rank, info.world_size))
     seed_everything(seed)  # model initialisation does not depend on how the data was loaded
     model, objective, opt, aux_opt, schedule = build_training(recipe, device, steps_per_epoch)
+    if t.get("channels_last", False):  # NHWC weights make the convolutions NHWC; coding still gets NCHW inputs
+        model.to(memory_format=torch.channels_last)
     pos = Position()
     if plan.payload is not None:
         pos = restore_training(plan.payload, model, opt, aux_opt, schedule, str(plan.out / LAST), info, device)
