@@ -168,18 +168,21 @@ def test_cli_jobs_and_the_parallel_table(tmp_path, data):
     runner = CliRunner()
     result = runner.invoke(app, ["bench", str(spec), "--out", str(tmp_path / "o"), "--jobs", "2"])
     assert result.exit_code == 0, result.output
-    assert "2 local job(s) x " in result.output and "BD vs WebP" in result.output
+    assert "2 local job(s) x " in " ".join(result.output.split()) and "BD vs WebP" in result.output
     serial = runner.invoke(app, ["bench", str(spec), "--out", str(tmp_path / "s")])
-    assert serial.exit_code == 0 and "in this process" in serial.output
+    assert serial.exit_code == 0 and "in this process" in " ".join(serial.output.split())
     read = lambda d: without_timings(json.loads((tmp_path / d / "results.json").read_text()))  # noqa: E731
     assert read("o") == read("s")
 
     bad = runner.invoke(app, ["bench", str(spec), "--executor", "slurm"])
     assert bad.exit_code == 1 and bad.output.strip() == "error: --executor must be local or ray, got 'slurm'"
-    table = write_spec(tmp_path, body + "[parallel]\njobs = 2\nthreads_per_job = 1\n", "par.toml")
-    assert load_spec(table).parallel == {"jobs": 2, "threads_per_job": 1}
-    used = runner.invoke(app, ["bench", str(table), "--out", str(tmp_path / "p")])
-    assert used.exit_code == 0 and "2 local job(s) x 1 thread(s)" in used.output
+    from rdkit_ae.commands.bench import _executor
+
+    table = load_spec(write_spec(tmp_path, body + "[parallel]\njobs = 2\nthreads_per_job = 1\n", "par.toml"))
+    assert table.parallel == {"jobs": 2, "threads_per_job": 1}
+    assert _executor(table, None, None, None, None) == LocalProcesses(jobs=2, threads=1)
+    assert _executor(table, 1, None, None, None) == InProcess(threads=1)  # the command line wins
+    assert _executor(table, None, 2, "ray", "auto").describe() == "Ray tasks on auto, 2 CPU(s) each"
     for extra, message in [
         ("jobs = 0", "[parallel].jobs must be a positive integer, got 0"),
         ('executor = "slurm"', "[parallel].executor must be local or ray, got 'slurm'"),
