@@ -41,7 +41,7 @@ def test_layout_byte_by_byte():
 @pytest.mark.parametrize("size", [(1, 1), (32, 32), (512, 768), (65535, 1)])
 def test_round_trip(streams, size):
     data = pack(MID, _compressed(streams, size), max_pixels=1 << 20)
-    p = unpack(data, max_pixels=1 << 20)
+    p = unpack(data, max_pixels=1 << 20, pixels_per_byte=None)  # the format, not the bomb bound (tested below)
     assert p.model_id == MID and p.size == size and p.version == VERSION
     assert p.strings == [[s] for s in streams]
     assert p.header_bytes == len(data) - sum(map(len, streams)) == container.header_size(data, max_pixels=1 << 20)
@@ -181,3 +181,36 @@ def test_max_pixels_is_configurable():
 def test_unpack_rejects_non_bytes():
     with pytest.raises(TypeError):
         unpack("RK")  # type: ignore[arg-type]
+
+
+# -- decompression bombs: pixels claimed per coded byte ------------------------------------------
+def test_bomb_files_from_the_issue_are_refused_from_their_header():
+    """An 81-byte file claiming 65535x268 and a 24-byte one claiming 2048x2048 (issue #12): refused unparsed."""
+    bomb = pack(MID, _compressed([b"\x00" * 64], (65535, 268)), max_pixels=1 << 26)
+    small = pack(MID, _compressed([b"\x00" * 8], (2048, 2048)))
+    assert (len(bomb), len(small)) == (81, 24)
+    for data, pixels in ((bomb, 65535 * 268), (small, 2048 * 2048)):
+        msg = _err(data)
+        assert "refused" in msg and f"--max-pixels {pixels}" in msg and "pixels per byte" in msg
+        # Trusted (an explicit limit in the CLI): the same bytes parse.
+        assert unpack(data, max_pixels=1 << 26, pixels_per_byte=None).size[0] in (65535, 2048)
+
+
+@pytest.mark.parametrize("payload", [0, 1, 100, 1000, 4096])
+def test_claims_are_bounded_by_payload_bytes_with_a_floor(payload):
+    per = container.PIXELS_PER_BYTE
+    allowed = max(container.FREE_PIXELS, per * payload)
+    width = 1000
+    fits = (allowed // width, width)  # the largest claim of this width that passes
+    over = (allowed // width + 1, width)
+    assert unpack(pack(MID, _compressed([b"y" * payload], fits))).size == fits
+    assert "pixels per byte" in _err(pack(MID, _compressed([b"y" * payload], over)))
+    # A file of under 1 KB never claims more than 512 x 512 pixels' worth.
+    if payload < 1024 - 20:
+        assert fits[0] * fits[1] <= 512 * 512
+
+
+def test_header_size_of_a_very_small_file_is_not_a_bomb_refusal():
+    data = pack(MID, _compressed([b"\x00" * 8], (2048, 2048)))
+    assert container.header_size(data) == len(data) - 8
+    assert not container.claim_allowed(2048, 2048, 8) and container.claim_allowed(2048, 2048, 8, None)

@@ -182,7 +182,7 @@ import numpy as np
 from rdkit_ae.codec import Codec
 from rdkit_ae.codec import container
 from rdkit_ae.errors import FormatError
-codec = Codec.load(sys.argv[1])
+codec = Codec.load(sys.argv[1], pixels_per_byte=None)  # the decoder on corrupt streams, past the bomb bound
 h, w = 512, 768
 layout_streams = len(container.unpack(codec.compress(np.full((8, 8, 3), 128, np.uint8))).strings)
 def rdk(streams):

@@ -65,10 +65,20 @@ def compress_array(
 
 
 def decompress_bytes(
-    model, data: bytes, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS
+    model,
+    data: bytes,
+    *,
+    mid: bytes | None = None,
+    max_pixels: int = container.MAX_PIXELS,
+    pixels_per_byte: int | None = container.PIXELS_PER_BYTE,
 ) -> np.ndarray:
-    """Decode ``.rdk`` bytes to a uint8 (H, W, 3) image; any defect raises :class:`FormatError`."""
-    packed = container.unpack(data, max_pixels=max_pixels)
+    """Decode ``.rdk`` bytes to a uint8 (H, W, 3) image; any defect raises :class:`FormatError`.
+
+    A file claiming more than ``pixels_per_byte`` pixels per coded byte is
+    refused before decoding (:func:`~rdkit_ae.codec.container.check_claim`);
+    None decodes a trusted file of any claim up to ``max_pixels``.
+    """
+    packed = container.unpack(data, max_pixels=max_pixels, pixels_per_byte=pixels_per_byte)
     mid = model_id(model) if mid is None else mid
     if packed.model_id != mid:  # before the stream count: a file of another model is not "corrupt"
         raise ModelMismatchError(packed.model_id, mid)

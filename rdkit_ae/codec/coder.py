@@ -29,19 +29,34 @@ class Codec:
     id: bytes
     source: str = "model"
     max_pixels: int = container.MAX_PIXELS
+    # Pixels a file may claim per coded byte (None: any, up to max_pixels): see container.check_claim.
+    pixels_per_byte: int | None = container.PIXELS_PER_BYTE
 
     @classmethod
-    def load(cls, path: str | Path, *, max_pixels: int = container.MAX_PIXELS) -> "Codec":
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        max_pixels: int = container.MAX_PIXELS,
+        pixels_per_byte: int | None = container.PIXELS_PER_BYTE,
+    ) -> "Codec":
         model, recipe, _ = load_model(path)  # checked and guarded there
-        return cls(model, recipe, model_id(model, recipe), str(path), max_pixels)
+        return cls(model, recipe, model_id(model, recipe), str(path), max_pixels, pixels_per_byte)
 
     @classmethod
-    def from_model(cls, model, recipe=None, *, max_pixels: int = container.MAX_PIXELS) -> "Codec":
+    def from_model(
+        cls,
+        model,
+        recipe=None,
+        *,
+        max_pixels: int = container.MAX_PIXELS,
+        pixels_per_byte: int | None = container.PIXELS_PER_BYTE,
+    ) -> "Codec":
         model.eval()
         check_model(model)
         guard_entropy_coders(model)
         recipe = recipe if recipe is not None else getattr(model, "recipe", None)
-        return cls(model, recipe, model_id(model, recipe), "model", max_pixels)
+        return cls(model, recipe, model_id(model, recipe), "model", max_pixels, pixels_per_byte)
 
     @property
     def id_hex(self) -> str:
@@ -50,8 +65,10 @@ class Codec:
     def compress(self, image: np.ndarray) -> bytes:
         return compress_array(self.model, image, mid=self.id, max_pixels=self.max_pixels)
 
-    def decompress(self, data: bytes) -> np.ndarray:
-        return decompress_bytes(self.model, data, mid=self.id, max_pixels=self.max_pixels)
+    def decompress(self, data: bytes, *, trusted: bool = False) -> np.ndarray:
+        """Decode ``.rdk`` bytes; ``trusted`` skips the bomb check (for bytes this codec just wrote)."""
+        per_byte = None if trusted else self.pixels_per_byte
+        return decompress_bytes(self.model, data, mid=self.id, max_pixels=self.max_pixels, pixels_per_byte=per_byte)
 
     def reconstruct(self, image: np.ndarray) -> np.ndarray:
         return reconstruct_array(self.model, image, max_pixels=self.max_pixels)

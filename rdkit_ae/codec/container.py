@@ -30,6 +30,13 @@ CRC_BYTES = 4
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 MP (8192 x 8192): decoding needs memory in proportion
 MAX_STREAMS = 8
+# Decompression bombs: without an explicit --max-pixels, a file may claim at most
+# PIXELS_PER_BYTE pixels per byte of coded data (FREE_PIXELS whatever its size),
+# so a crafted file of under 1 KB cannot make a decoder run over more than
+# 512 x 512 pixels (about a second and 100 MB with the zoo models). Real files
+# stay far below the ratio: 256 pixels per byte is 0.031 bpp.
+PIXELS_PER_BYTE = 256
+FREE_PIXELS = 1 << 18
 MAX_VARINT_BYTES = 5  # enough for any value a file of < 32 GiB can hold
 SUFFIX = ".rdk"
 # magic + version + id + H + W + n_streams (1 byte each at least) + crc
@@ -109,6 +116,22 @@ def check_size(height: int, width: int, max_pixels: int) -> None:
         )
 
 
+def claim_allowed(height: int, width: int, payload_bytes: int, pixels_per_byte: int | None = PIXELS_PER_BYTE) -> bool:
+    """Whether a file of ``payload_bytes`` coded bytes may claim ``height`` x ``width`` pixels (None: any)."""
+    return pixels_per_byte is None or height * width <= max(FREE_PIXELS, pixels_per_byte * payload_bytes)
+
+
+def check_claim(height: int, width: int, payload_bytes: int, pixels_per_byte: int | None = PIXELS_PER_BYTE) -> None:
+    """Refuse a file that claims far more pixels than its coded bytes can describe (a decompression bomb)."""
+    if not claim_allowed(height, width, payload_bytes, pixels_per_byte):
+        pixels = height * width
+        raise FormatError(
+            f"refused: the file claims {height}x{width} = {pixels:,} pixels from {payload_bytes:,} bytes of coded "
+            f"data, more than {pixels_per_byte} pixels per byte (decoding a crafted file would take minutes and "
+            f"gigabytes); if the file is trusted, decode it with --max-pixels {pixels}"
+        )
+
+
 def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pixels: int = MAX_PIXELS) -> bytes:
     """The ``.rdk`` bytes of image ``index`` of an ``RDModel.compress`` output.
 
@@ -135,8 +158,18 @@ def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pix
 
 
 # -- unpacking -----------------------------------------------------------------
-def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, layout: Callable[[int, int], Layout] | None = None) -> Packed:
+def unpack(
+    data: bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    layout: Callable[[int, int], Layout] | None = None,
+    pixels_per_byte: int | None = PIXELS_PER_BYTE,
+) -> Packed:
     """Parse and check ``.rdk`` bytes; raise :class:`FormatError` on any defect.
+
+    A file claiming more pixels than ``pixels_per_byte`` per byte of coded
+    data (at least :data:`FREE_PIXELS`) is refused as a decompression bomb;
+    pass None for a file that is trusted (see :func:`check_claim`).
 
     With ``layout`` (``(height, width) -> Layout``, e.g. the model's
     ``rdkit_ae.codec.latent_layout``), the stream count is checked against it
@@ -181,6 +214,7 @@ def unpack(data: bytes, *, max_pixels: int = MAX_PIXELS, layout: Callable[[int, 
             f"truncated or corrupt file: streams declare {sum(lengths):,} bytes but only {remaining:,} remain"
         )
     lengths.append(remaining - sum(lengths))
+    check_claim(height, width, remaining, pixels_per_byte)
 
     stored_crc = int.from_bytes(data[end:], "big")
     if zlib.crc32(data[:end]) != stored_crc:
@@ -206,7 +240,7 @@ def check_stream_count(count: int, layout: Layout) -> None:
 
 def header_size(data: bytes, *, max_pixels: int = MAX_PIXELS) -> int:
     """Bytes of ``data`` beyond the quantizer's strings (header + checksum)."""
-    return unpack(data, max_pixels=max_pixels).header_bytes
+    return unpack(data, max_pixels=max_pixels, pixels_per_byte=None).header_bytes
 
 
 def overhead(height: int, width: int, stream_lengths: Sequence[int]) -> int:

@@ -93,7 +93,7 @@ def _prefixed(exc: RdkitError, source) -> RdkitError:
 
 
 def _verify(codec: Codec, data: bytes, reference: np.ndarray) -> None:
-    decoded = codec.decompress(data)
+    decoded = codec.decompress(data, trusted=True)  # our own bytes, whatever their ratio
     if not np.array_equal(decoded, reference):
         diff = int((decoded != reference).any(axis=2).sum())
         raise RdkitError(
@@ -101,10 +101,15 @@ def _verify(codec: Codec, data: bytes, reference: np.ndarray) -> None:
         )
 
 
-def compress_file(codec: Codec, source: str | Path, output: str | Path, *, verify: bool = False) -> Report:
-    """Compress an image file to ``output`` (written atomically, only once everything succeeded)."""
+def compress_file(
+    codec: Codec, source: str | Path, output: str | Path, *, verify: bool = False, max_image_pixels: int | None = None
+) -> Report:
+    """Compress an image file to ``output`` (written atomically, only once everything succeeded).
+
+    Images over ``max_image_pixels`` (default: ``$RDKIT_MAX_IMAGE_PIXELS`` or 32 MP) are refused from their header.
+    """
     try:
-        image, notes = read_image(source)
+        image, notes = read_image(source, max_pixels=max_image_pixels)
         if not image.flags.writeable:  # Pillow's arrays are read-only; torch warns on those
             image = image.copy()
         data = codec.compress(image)
@@ -117,6 +122,11 @@ def compress_file(codec: Codec, source: str | Path, output: str | Path, *, verif
     h, w = image.shape[:2]
     scores = quality(image[None], reference[None])[0]
     header = container.header_size(data, max_pixels=codec.max_pixels)
+    if not container.claim_allowed(h, w, len(data) - header):
+        notes.append(
+            f"{len(data):,} bytes for {h * w:,} pixels is below what decoding accepts by default "
+            f"({container.PIXELS_PER_BYTE} pixels per byte); decode it with --max-pixels {h * w}"
+        )
     return Report(str(source), str(output), h, w, len(data), header, scores["psnr"], scores["ssim"], verify, notes)
 
 

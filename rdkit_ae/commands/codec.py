@@ -8,14 +8,31 @@ from typing import List, Optional
 import typer
 
 from rdkit_ae.commands.app import app, handle_errors
+from rdkit_ae.commands.outputs import FORCE_HELP, check_outputs
 from rdkit_ae.text import fmt
 
 PROGRESS_FROM = 4  # files; fewer finish too fast for a bar to help
 DECODED_SUFFIX = ".decoded.png"  # never "<stem>.png": that is usually the original image
 LOSSLESS_SUFFIXES = (".png", ".bmp", ".ppm", ".tif", ".tiff")
+MAX_PIXELS_HELP = (
+    "largest image read, compressed or decoded, in pixels, for trusted files: it replaces the defaults "
+    "(images: RDKIT_MAX_IMAGE_PIXELS or 33,554,432; .rdk files: at most 256 pixels per coded byte, "
+    "262,144 whatever their size, and 67,108,864 in all)"
+)
 
 
-def _plan(inputs: List[Path], output: Optional[Path], out_dir: Optional[Path], default_name) -> list[tuple[Path, Path]]:
+def _codec(model: Path, max_pixels: Optional[int]):
+    """The checkpoint's codec; an explicit ``--max-pixels`` replaces the bomb bound on what a file may claim."""
+    from rdkit_ae.codec import Codec
+
+    if max_pixels is None:
+        return Codec.load(model)
+    return Codec.load(model, max_pixels=max(max_pixels, 1), pixels_per_byte=None)
+
+
+def _plan(
+    inputs: List[Path], output: Optional[Path], out_dir: Optional[Path], default_name, model: Path, force: bool
+) -> list[tuple[Path, Path]]:
     """Pair every input with its output path; refuse ambiguous or clobbering plans before any work."""
     from rdkit_ae.errors import RdkitError
 
@@ -36,14 +53,13 @@ def _plan(inputs: List[Path], output: Optional[Path], out_dir: Optional[Path], d
             dst = default_name(p)
         pairs.append((p, dst))
     seen: dict[Path, Path] = {}
-    sources = {p.resolve() for p in inputs}
     for src, dst in pairs:
         key = dst.resolve()
-        if key in sources:
-            raise RdkitError(f"refusing to overwrite the input {src} with an output; choose another -o/--out-dir")
         if key in seen:
             raise RdkitError(f"{seen[key]} and {src} would both be written to {dst}; use -o per file or rename them")
         seen[key] = src
+    option = "-o" if output is not None else "the output"
+    check_outputs([(option, dst) for _, dst in pairs], [*inputs, model], force=force)
     return pairs
 
 
@@ -94,19 +110,23 @@ def compress(
     verify: bool = typer.Option(
         False, "--verify", help="decode each file and check it equals the model's reconstruction bit for bit"
     ),
-    max_pixels: Optional[int] = typer.Option(
-        None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"
-    ),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help=MAX_PIXELS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
 ) -> None:
     """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
-    from rdkit_ae.codec import Codec, compress_file
-    from rdkit_ae.codec.container import MAX_PIXELS, SUFFIX
+    from rdkit_ae.codec import compress_file
+    from rdkit_ae.codec.container import SUFFIX
 
-    pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX))
-    codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
+    pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX), model, force)
+    codec = _codec(model, max_pixels)
     out, err = _consoles()
-    reports = _run_all(err, pairs, "compress", lambda src, dst: compress_file(codec, src, dst, verify=verify))
+    reports = _run_all(
+        err,
+        pairs,
+        "compress",
+        lambda src, dst: compress_file(codec, src, dst, verify=verify, max_image_pixels=max_pixels),
+    )
     if quiet:
         return
     if len(reports) == 1:
@@ -131,14 +151,12 @@ def decompress(
         None, "--output", "-o", help=f"output image (one input only; default FILE{DECODED_SUFFIX})"
     ),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="write NAME.png for each input into this folder"),
-    max_pixels: Optional[int] = typer.Option(
-        None, "--max-pixels", help="largest image accepted, in pixels (default 67,108,864)"
-    ),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help=MAX_PIXELS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
 ) -> None:
     """Decode .rdk files to PNG images (bit-exact: the same file always gives the same pixels)."""
-    from rdkit_ae.codec import Codec, decompress_file
-    from rdkit_ae.codec.container import MAX_PIXELS
+    from rdkit_ae.codec import decompress_file
     from rdkit_ae.errors import RdkitError
 
     if output is not None and output.suffix.lower() not in LOSSLESS_SUFFIXES:
@@ -147,8 +165,8 @@ def decompress(
     def default_name(p: Path) -> Path:
         return p.with_name(p.stem + (".png" if out_dir is not None else DECODED_SUFFIX))
 
-    pairs = _plan(files, output, out_dir, default_name)
-    codec = Codec.load(model, max_pixels=max_pixels or MAX_PIXELS)
+    pairs = _plan(files, output, out_dir, default_name, model, force)
+    codec = _codec(model, max_pixels)
     out, err = _consoles()
     reports = _run_all(err, pairs, "decompress", lambda src, dst: decompress_file(codec, src, dst))
     if quiet:

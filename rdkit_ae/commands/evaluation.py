@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from rdkit_ae.commands.app import app, handle_errors
+from rdkit_ae.commands.outputs import FORCE_HELP, check_outputs
 
 
 def _console():
@@ -37,6 +38,10 @@ def eval_(
     csv: Optional[Path] = typer.Option(None, "--csv", help="write per-image metrics CSV"),
     name: Optional[str] = typer.Option(None, help="curve name in the JSON (default: the recipe name)"),
     check: bool = typer.Option(True, "--check/--no-check", help="verify decode(encode(x)) == forward(x) bit for bit"),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", min=1, help="largest image read, in pixels (default: RDKIT_MAX_IMAGE_PIXELS or 32 MP)"
+    ),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     pad: str = typer.Option(
         "replicate",
         "--pad",
@@ -49,7 +54,7 @@ def eval_(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from rdkit_ae.data.sources import load_images
+    from rdkit_ae.data.sources import load_images, set_image_pixel_limit
     from rdkit_ae.errors import RdkitError
     from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
     from rdkit_ae.evaluation.padding import check_pad
@@ -61,6 +66,8 @@ def eval_(
         split = "val" if data == "cifar10" else "all"
     if split not in ("val", "all"):
         raise RdkitError(f"--split must be val or all, got '{split}'")
+    check_outputs([("--out", out), ("--csv", csv)], [*checkpoints, Path(data)], force=force)
+    set_image_pixel_limit(max_pixels)  # images are read lazily, one by one, with this limit
     check_pad(pad)
     images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
     console = _console()

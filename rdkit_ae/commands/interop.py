@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from rdkit_ae.commands.app import app, handle_errors, new_app
+from rdkit_ae.commands.outputs import FORCE_HELP, check_outputs
 
 import_app = new_app(help="Import models from other libraries as rdkit-ae checkpoints.")
 export_app = new_app(help="Export rdkit-ae checkpoints to other libraries.")
@@ -35,19 +36,18 @@ def import_compressai(
     ),
     metric: str = typer.Option("mse", "--metric", help="Pretrained for 'mse' or 'ms-ssim'."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Checkpoint to write (default: MODEL-qQ.pt)."),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
 ) -> None:
     """Import a CompressAI model (pretrained, or --weights FILE) as an rdkit-ae checkpoint.
 
     The checkpoint works with `rdkit eval`, `rdkit compress` and `rdkit bench`
     like a trained one; `rdkit train --resume` does not apply (no optimiser state).
     """
-    from rdkit_ae.errors import RdkitError
     from rdkit_ae.interop import import_compressai_checkpoint
 
     if output is None:
         output = Path(f"{model}-q{quality}.pt" if quality is not None else f"{model}.pt")
-    if weights is not None and output.resolve() == weights.resolve():
-        raise RdkitError(f"refusing to overwrite the weights {weights} with the checkpoint; choose another -o")
+    check_outputs([("-o", output)], [weights] if weights is not None else [], force=force)
     rd_model, recipe = import_compressai_checkpoint(output, model, quality, weights, metric)
     params = sum(p.numel() for p in rd_model.parameters())
     console = _console()
@@ -63,6 +63,7 @@ def export_compressai(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="CompressAI checkpoint to write (default: CHECKPOINT with .pth.tar)."
     ),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
 ) -> None:
     """Export an rdkit-ae checkpoint as a CompressAI checkpoint (plain state dict).
 
@@ -74,6 +75,7 @@ def export_compressai(
 
     if output is None:
         output = checkpoint.with_suffix(".pth.tar")
+    check_outputs([("-o", output)], [checkpoint], force=force)
     arch, ca_model = export(checkpoint, output)
     console = _console()
     console.print(f"wrote {output}: CompressAI {arch.name} (N={ca_model.N}, M={ca_model.M})")

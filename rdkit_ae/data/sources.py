@@ -91,6 +91,17 @@ def image_pixel_limit(max_pixels: int | None = None) -> int:
     return value
 
 
+def set_image_pixel_limit(max_pixels: int | None) -> None:
+    """Make ``max_pixels`` this process's image limit, as ``$RDKIT_MAX_IMAGE_PIXELS`` would (None: leave it).
+
+    For commands that read images lazily, deep inside a data set (``rdkit eval --max-pixels``).
+    """
+    if max_pixels is not None:
+        if int(max_pixels) < 1:
+            raise DataError(f"the image pixel limit must be positive, got {max_pixels}")
+        os.environ[MAX_IMAGE_PIXELS_ENV] = str(int(max_pixels))
+
+
 @contextlib.contextmanager
 def _open_image(path: Path, limit: int) -> Iterator[Any]:
     """Open lazily (header only) and refuse more than ``limit`` pixels before anything is decoded.
