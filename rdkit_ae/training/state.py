@@ -7,6 +7,7 @@ are testable without a training loop: they take the pieces, not the trainer.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -138,11 +139,92 @@ def training_payload(
 
 
 def check_training_payload(payload: Mapping[str, Any], where: str) -> None:
+    """Refuse, in one line, a checkpoint that cannot be resumed: missing or corrupted training state."""
     for key in TRAINING_KEYS:
         if key not in payload:
             raise CheckpointError(
                 f"{where}: not a training checkpoint (no '{key}'); only runs of `rdkit train` can be resumed"
             )
+    problem = training_state_problem(payload)
+    if problem is not None:
+        raise CheckpointError(f"{where}: corrupted training state: {problem}; resume from another checkpoint")
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _position_problem(p: Any) -> str | None:
+    if not isinstance(p, Mapping) or not all(_count(p.get(k)) for k in ("epoch", "batch", "step")):
+        return "'position' must hold whole numbers epoch, batch and step >= 0"
+    if any(p.get(k) is not None and not _number(p.get(k)) for k in ("best_loss", "best_epoch")):
+        return "'position' holds a best loss or epoch that is not a finite number"
+    return None
+
+
+def _run_problem(r: Any) -> str | None:
+    ok = (
+        isinstance(r, Mapping)
+        and isinstance(r.get("data"), str)
+        and _number(r.get("val_fraction"))
+        and 0 <= r["val_fraction"] < 1
+        and all(r.get(k) is None or _count(r.get(k)) for k in ("limit_train", "limit_val"))
+        and _count(r.get("world_size", 1))
+        and _count(r.get("threads", 0))
+    )
+    return None if ok else "'run' is not the run's settings (data, val_fraction, limits, world_size, threads)"
+
+
+def _scheduler_problem(sch: Any) -> str | None:
+    ok = isinstance(sch, Mapping) and _count(sch.get("t")) and isinstance(sch.get("base_lrs"), (list, tuple))
+    if not ok or not all(_number(v) for v in sch["base_lrs"]):
+        return "'scheduler' must hold a step count t and finite base learning rates"
+    return None
+
+
+def _rng_problem(rng: Any) -> str | None:
+    if not isinstance(rng, Mapping):
+        return "'rng' is not a set of random-number states"
+    t = rng.get("torch")
+    if not isinstance(t, Tensor) or t.dtype != torch.uint8 or t.dim() != 1:
+        return "'rng.torch' is not a torch generator state"
+    py = rng.get("python")
+    if not (isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(py[1], (list, tuple)) and len(py[1]) == 625):
+        return "'rng.python' is not a Python random state"
+    n = rng.get("numpy")
+    n = n if isinstance(n, Mapping) else {}
+    keys, pos = n.get("keys"), n.get("pos")
+    if not isinstance(keys, Tensor) or keys.numel() != 624 or not (_count(pos) and int(pos or 0) <= 624):
+        return "'rng.numpy' is not a NumPy random state"
+    ranks = rng.get("torch_ranks")
+    if ranks is not None and not (isinstance(ranks, (list, tuple)) and all(isinstance(r, Tensor) for r in ranks)):
+        return "'rng.torch_ranks' is not a list of generator states"
+    return None
+
+
+def training_state_problem(payload: Mapping[str, Any]) -> str | None:
+    """What is wrong with the training state of a checkpoint (None: it can be restored), without restoring it."""
+    for check, key in (
+        (_position_problem, "position"),
+        (_run_problem, "run"),
+        (_scheduler_problem, "scheduler"),
+        (_rng_problem, "rng"),
+    ):
+        problem = check(payload[key])
+        if problem is not None:
+            return problem
+    acc = payload.get("epoch_acc")
+    if acc is not None and not (
+        isinstance(acc, Tensor) and acc.is_floating_point() and acc.dim() == 1 and bool(torch.isfinite(acc).all())
+    ):
+        return "'epoch_acc' is not a vector of finite loss sums"
+    if not isinstance(payload["optimizer"], Mapping):
+        return "'optimizer' is not an optimizer state"
+    return None
 
 
 def restore_training(
@@ -155,14 +237,23 @@ def restore_training(
     info: dist.DistInfo = dist.DistInfo(),
     device: torch.device | str = "cpu",
 ) -> Position:
-    """Load weights, optimisers, schedule and RNG streams from ``payload``; returns the position to go on from."""
+    """Load weights, optimisers, schedule and RNG streams from ``payload``; returns the position to go on from.
+
+    The state is checked first (:func:`check_training_payload`); anything the
+    checks let through that still fails to load is reported in one line too.
+    """
+    check_training_payload(payload, where)
     try:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        if aux_optimizer is not None:
-            aux_optimizer.load_state_dict(payload["aux_optimizer"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        return _restore(payload, model, optimizer, aux_optimizer, schedule, info, device)
+    except Exception as exc:  # noqa: BLE001 - untrusted state: any failure to restore it is the file's
         raise CheckpointError(f"{where}: cannot restore the training state ({one_line(exc, 200)})") from None
+
+
+def _restore(payload, model, optimizer, aux_optimizer, schedule, info, device) -> Position:
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if aux_optimizer is not None:
+        aux_optimizer.load_state_dict(payload["aux_optimizer"])
     schedule.load_state_dict(payload["scheduler"])
     pos = Position.from_dict(payload["position"])
     acc = payload.get("epoch_acc")
