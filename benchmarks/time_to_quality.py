@@ -27,7 +27,6 @@ Run it alone: another torch process on the same cores changes every figure.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -244,9 +243,8 @@ def main() -> None:
         rows = []
         for i, (kind, name, minutes, overrides) in enumerate(runs):
             sps = probe_steps_per_second(args.recipe, overrides, train_npz, tmp / f"run{i}", args.threads)
-            ckpt, info = train_for(
-                args.recipe, overrides, train_npz, tmp / f"run{i}" / "train", minutes, args.threads, sps
-            )
+            run_dir = tmp / f"run{i}" / "train"
+            ckpt, info = train_for(args.recipe, overrides, train_npz, run_dir, minutes, args.threads, sps)
             row = summarize(name, rd_points(ckpt, images), webp, {**info, "probe_steps_per_s": sps})
             row.update(kind=kind, overrides=overrides)
             rows.append(row)
