@@ -71,7 +71,7 @@ def main() -> None:
             steps[v](batch(v, 64, 32, i))
         print(f"{v}: warm-up {time.perf_counter() - t0:.1f} s", flush=True)
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for v in variants:
             xs = [batch(v, 64, 32, 100 + i) for i in range(args.steps)]
             t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def main() -> None:
                 steps[v](x)
             times[v].append((time.perf_counter() - t0) / args.steps * 1000)
     base = times["eager"]
-    print(f"\nmachine busy? torch {torch.__version__}, {args.threads} thread(s), batch 64 of 32x32, {args.rounds} rounds")
+    print(f"\ntorch {torch.__version__}, {args.threads} thread(s), batch 64 of 32x32, {args.rounds} rounds")
     print("| variant | median ms/step | median ratio to eager (side by side) |")
     print("|---|---|---|")
     for v in variants:
