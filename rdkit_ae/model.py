@@ -80,6 +80,12 @@ class RDModel(CompressionModel):
         """Whether the quantizer has several operating points (``set_rate``), as ``gain`` does."""
         return callable(getattr(self.latent_codec, "set_rate", None))
 
+    @property
+    def rate(self) -> float | None:
+        """The current rate position of a variable-rate model (what ``set_rate`` returned); None for a fixed rate."""
+        rate = getattr(self.latent_codec, "rate", None) if self.variable_rate else None
+        return None if rate is None else float(rate)
+
     def set_rate(self, lmbda: float | None = None, index: float | None = None) -> float:
         """Operating point of a variable-rate model, by ``lmbda`` or rate ``index``; returns the rate position."""
         if not self.variable_rate:

@@ -120,8 +120,8 @@ def test_too_short():
 
 
 def test_unknown_version():
-    bad = GOOD[:2] + bytes([VERSION + 1]) + GOOD[3:]
-    assert "unsupported .rdk version 2" in _err(bad)
+    bad = GOOD[:2] + bytes([container.VERSION_RATE + 1]) + GOOD[3:]
+    assert "unsupported .rdk version 3 (this rdkit-ae reads versions 1, 2)" in _err(bad)
 
 
 def test_truncated_anywhere():

@@ -15,6 +15,7 @@ from rdkit_ae.codec import container
 from rdkit_ae.codec.determinism import evaluating, fixed_threads, model_device
 from rdkit_ae.codec.identity import ModelMismatchError, model_id
 from rdkit_ae.codec.layout import latent_layout, plain_shape
+from rdkit_ae.codec.rate import file_rate, stored_rate
 from rdkit_ae.data.sources import to_tensor, to_uint8
 from rdkit_ae.errors import DataError, FormatError, RdkitError
 from rdkit_ae.guards import guard_entropy_coders
@@ -49,7 +50,10 @@ def _to_image(x_hat: torch.Tensor) -> np.ndarray:
 def compress_array(
     model, image: np.ndarray, *, mid: bytes | None = None, max_pixels: int = container.MAX_PIXELS
 ) -> bytes:
-    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (entropy models must be updated; coded in eval mode)."""
+    """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (entropy models must be updated; coded in eval mode).
+
+    A variable-rate model codes at its current operating point, which the file records.
+    """
     height, width = _check_image(image, max_pixels)
     guard_entropy_coders(model)
     mid = model_id(model) if mid is None else mid
@@ -61,7 +65,7 @@ def compress_array(
             f"the quantizer produced shape {out['shape']!r} in {len(out['strings'])} streams, but "
             f"{layout.shape!r} in {layout.streams} was derived; .rdk cannot store this quantizer"
         )
-    return container.pack(mid, out, 0, max_pixels=max_pixels)
+    return container.pack(mid, out, 0, max_pixels=max_pixels, rate=stored_rate(model))
 
 
 def decompress_bytes(
@@ -73,6 +77,9 @@ def decompress_bytes(
     pixels_per_byte: int | None = container.PIXELS_PER_BYTE,
 ) -> np.ndarray:
     """Decode ``.rdk`` bytes to a uint8 (H, W, 3) image; any defect raises :class:`FormatError`.
+
+    A file of a variable-rate model decodes at the rate position it stores
+    (the model's own is restored after); a version 1 file at the model's.
 
     A file claiming more than ``pixels_per_byte`` pixels per coded byte is
     refused before decoding (:func:`~rdkit_ae.codec.container.check_claim`);
@@ -87,7 +94,7 @@ def decompress_bytes(
     container.check_stream_count(len(packed.strings), layout)
     guard_entropy_coders(model)
     try:
-        with evaluating(model), fixed_threads():
+        with file_rate(model, packed.rate), evaluating(model), fixed_threads():
             x_hat = model.decompress(packed.strings, layout.shape, packed.size)["x_hat"]
     except FormatError:
         raise

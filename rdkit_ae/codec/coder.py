@@ -17,12 +17,19 @@ from rdkit_ae.checkpoint import load_model
 from rdkit_ae.codec import container
 from rdkit_ae.codec.arrays import compress_array, decompress_bytes, reconstruct_array
 from rdkit_ae.codec.identity import model_id
+from rdkit_ae.codec.rate import describe, set_stored_rate, stored_rate
 from rdkit_ae.guards import check_model, guard_entropy_coders
 
 
 @dataclass
 class Codec:
-    """A checkpoint ready to code: the model (eval, checked, guarded), its recipe and id."""
+    """A checkpoint ready to code: the model (eval, checked, guarded), its recipe and id.
+
+    A variable-rate model compresses at the operating point picked by
+    ``lmbda=``/``rate=`` (``load``, ``from_model``) or :meth:`set_rate`
+    (default: the quantizer's, the middle of its range); the files record it
+    and :meth:`decompress` needs no choice.
+    """
 
     model: Any
     recipe: Any
@@ -39,9 +46,12 @@ class Codec:
         *,
         max_pixels: int = container.MAX_PIXELS,
         pixels_per_byte: int | None = container.PIXELS_PER_BYTE,
+        lmbda: float | None = None,
+        rate: float | None = None,
     ) -> "Codec":
         model, recipe, _ = load_model(path)  # checked and guarded there
-        return cls(model, recipe, model_id(model, recipe), str(path), max_pixels, pixels_per_byte)
+        codec = cls(model, recipe, model_id(model, recipe), str(path), max_pixels, pixels_per_byte)
+        return codec._at(lmbda, rate)
 
     @classmethod
     def from_model(
@@ -51,12 +61,37 @@ class Codec:
         *,
         max_pixels: int = container.MAX_PIXELS,
         pixels_per_byte: int | None = container.PIXELS_PER_BYTE,
+        lmbda: float | None = None,
+        rate: float | None = None,
     ) -> "Codec":
         model.eval()
         check_model(model)
         guard_entropy_coders(model)
         recipe = recipe if recipe is not None else getattr(model, "recipe", None)
-        return cls(model, recipe, model_id(model, recipe), "model", max_pixels, pixels_per_byte)
+        return cls(model, recipe, model_id(model, recipe), "model", max_pixels, pixels_per_byte)._at(lmbda, rate)
+
+    def _at(self, lmbda: float | None, rate: float | None) -> "Codec":
+        if lmbda is not None or rate is not None:
+            self.set_rate(lmbda=lmbda, rate=rate)
+        return self
+
+    def set_rate(self, lmbda: float | None = None, rate: float | None = None) -> float:
+        """Compress at ``lmbda`` (within the trained range) or rate index ``rate`` (fractional interpolates).
+
+        Returns the rate position (as files store it). A fixed-rate model or
+        a value outside the model's range raises a one-line :class:`RdkitError`.
+        """
+        return set_stored_rate(self.model, lmbda=lmbda, index=rate)
+
+    @property
+    def rate(self) -> float | None:
+        """The rate position files are written at; None for a fixed-rate model."""
+        return stored_rate(self.model)
+
+    @property
+    def operating_point(self) -> str:
+        """``rate 2.5 of 0..5 (lambda 0.0091)``; "" for a fixed-rate model."""
+        return describe(self.model)
 
     @property
     def id_hex(self) -> str:

@@ -2,8 +2,12 @@
 
 Layout (all varints are unsigned LEB128, minimal length)::
 
-    "RK"  version(1)  model_id(4)  H  W  n_streams  len_0 .. len_{n-2}
+    "RK"  version(1)  model_id(4)  [rate]  H  W  n_streams  len_0 .. len_{n-2}
     stream_0 .. stream_{n-1}  crc32(4, big-endian, over everything before it)
+
+Version 1 files (fixed-rate models) have no ``rate``; version 2 files (a
+variable-rate model) store its rate position ``t`` as one varint (see
+:func:`rate_code`), so the decoder codes at the operating point of the encoder.
 
 The last stream's length is implicit (what remains before the checksum).
 Latent shapes are not stored: they follow from H, W and the model (the codec
@@ -17,6 +21,8 @@ before anything is sliced, and any defect raises :class:`FormatError`.
 
 from __future__ import annotations
 
+import math
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -24,7 +30,13 @@ from typing import Any, Callable, Sequence
 from rdkit_ae.errors import FormatError
 
 MAGIC = b"RK"
-VERSION = 1
+VERSION = 1  # fixed-rate models: no rate field (every file written before variable rate)
+VERSION_RATE = 2  # a variable-rate model: the rate position follows the model id
+VERSIONS = (VERSION, VERSION_RATE)
+# Rate positions on this grid (integer, half and quarter indices) are stored as 2 * t * RATE_GRID,
+# one byte below t = 16; any other float32 as 2 * bits + 1 (five bytes).
+RATE_GRID = 4
+MAX_RATE = 255.0  # bound of the field; the codec checks a model's own range
 ID_BYTES = 4
 CRC_BYTES = 4
 MAX_SIDE = 65535
@@ -66,6 +78,7 @@ class Packed:
     shape: Any = None
     version: int = VERSION
     header_bytes: int = field(default=0, compare=False)
+    rate: float | None = None  # a variable-rate model's rate position (version 2), a float32 value
 
     @property
     def payload_bytes(self) -> int:
@@ -104,6 +117,43 @@ def _read_varint(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
     raise FormatError(f"corrupt file: the {what} field is longer than {MAX_VARINT_BYTES} bytes")
 
 
+# -- the rate position ------------------------------------------------------------
+def rate_value(rate: float) -> float:
+    """``rate`` as the float32 it is stored as (the gains are computed in float32 from it)."""
+    ok = not isinstance(rate, bool) and isinstance(rate, (int, float)) and math.isfinite(rate)
+    if not (ok and 0 <= rate <= MAX_RATE and math.copysign(1.0, rate) > 0):
+        raise FormatError(f"a rate position must be a finite number in 0..{MAX_RATE:g}, got {rate!r}")
+    return float(struct.unpack(">f", struct.pack(">f", float(rate)))[0])
+
+
+def rate_code(rate: float) -> int:
+    """The varint value that stores a rate position: one spelling per float32 value.
+
+    ``2 * k`` when ``t = k / RATE_GRID`` exactly (so integer and half indices
+    cost one byte up to 15), else ``2 * float32_bits(t) + 1``.
+    """
+    value = rate_value(rate)
+    grid = value * RATE_GRID
+    if grid.is_integer():
+        return 2 * int(grid)
+    return 2 * int.from_bytes(struct.pack(">f", value), "big") + 1
+
+
+def _rate_from_code(code: int) -> float:
+    if not code & 1:
+        value = (code >> 1) / RATE_GRID
+    else:
+        bits = code >> 1
+        if bits >= 1 << 32:
+            raise FormatError("corrupt file: the rate field is not a float32")
+        value = struct.unpack(">f", bits.to_bytes(4, "big"))[0]
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_RATE and math.copysign(1.0, value) > 0):
+        raise FormatError(f"corrupt file: rate position {value!r} is outside 0..{MAX_RATE:g}")
+    if rate_code(value) != code:  # e.g. -0.0, or a grid value spelled as float bits
+        raise FormatError("corrupt file: non-canonical encoding of the rate field")
+    return value
+
+
 # -- packing ------------------------------------------------------------------
 def check_size(height: int, width: int, max_pixels: int) -> None:
     """Refuse an image size outside 1..MAX_SIDE per side or above ``max_pixels``."""
@@ -132,11 +182,20 @@ def check_claim(height: int, width: int, payload_bytes: int, pixels_per_byte: in
         )
 
 
-def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pixels: int = MAX_PIXELS) -> bytes:
+def pack(
+    model_id: bytes,
+    compressed: dict[str, Any],
+    index: int = 0,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    rate: float | None = None,
+) -> bytes:
     """The ``.rdk`` bytes of image ``index`` of an ``RDModel.compress`` output.
 
     ``compressed`` is ``{"strings": [stream][image] bytes, "size": (H, W), ...}``;
     the latent ``shape`` is not stored (the decoder derives it from H, W).
+    ``rate``: a variable-rate model's rate position (a version 2 file); None
+    for a fixed-rate model (version 1, byte for byte as before).
     """
     model_id = bytes(model_id)
     if len(model_id) != ID_BYTES:
@@ -148,8 +207,10 @@ def pack(model_id: bytes, compressed: dict[str, Any], index: int = 0, *, max_pix
         raise FormatError(f"a quantizer with {len(streams)} streams cannot be stored (1..{MAX_STREAMS})")
     strings = [bytes(stream[index]) for stream in streams]
     head = bytearray(MAGIC)
-    head.append(VERSION)
+    head.append(VERSION if rate is None else VERSION_RATE)
     head += model_id
+    if rate is not None:
+        head += _varint(rate_code(rate))
     head += _varint(height) + _varint(width) + _varint(len(strings))
     for s in strings[:-1]:
         head += _varint(len(s))
@@ -180,22 +241,8 @@ def unpack(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    n = len(data)
-    if n == 0:
-        raise FormatError("empty file: not an .rdk file")
-    if data[: len(MAGIC)] != MAGIC[:n]:
-        raise FormatError(
-            f"not an .rdk file (starts with {data[: len(MAGIC)].hex()}, expected {MAGIC.hex()} '{MAGIC.decode()}')"
-        )
-    if n < MIN_SIZE:
-        raise FormatError(f"truncated file: {n} bytes, an .rdk file has at least {MIN_SIZE}")
-    version = data[len(MAGIC)]
-    if version != VERSION:
-        raise FormatError(f"unsupported .rdk version {version} (this rdkit-ae reads version {VERSION})")
-    pos = len(MAGIC) + 1
-    model_id = data[pos : pos + ID_BYTES]
-    pos += ID_BYTES
-    end = n - CRC_BYTES  # the payload stops before the checksum
+    version, model_id, rate, pos = _read_head(data)
+    end = len(data) - CRC_BYTES  # the payload stops before the checksum
 
     height, pos = _read_varint(data, pos, end, "height")
     width, pos = _read_varint(data, pos, end, "width")
@@ -229,7 +276,31 @@ def unpack(
         expected = layout(height, width)
         check_stream_count(len(strings), expected)
         shape = expected.shape
-    return Packed(model_id, (height, width), strings, shape, version, header_end + CRC_BYTES)
+    return Packed(model_id, (height, width), strings, shape, version, header_end + CRC_BYTES, rate)
+
+
+def _read_head(data: bytes) -> tuple[int, bytes, float | None, int]:
+    """Magic, version, model id and (version 2) rate position: (version, id, rate, position after them)."""
+    n = len(data)
+    if n == 0:
+        raise FormatError("empty file: not an .rdk file")
+    if data[: len(MAGIC)] != MAGIC[:n]:
+        raise FormatError(
+            f"not an .rdk file (starts with {data[: len(MAGIC)].hex()}, expected {MAGIC.hex()} '{MAGIC.decode()}')"
+        )
+    if n < MIN_SIZE:
+        raise FormatError(f"truncated file: {n} bytes, an .rdk file has at least {MIN_SIZE}")
+    version = data[len(MAGIC)]
+    if version not in VERSIONS:
+        raise FormatError(
+            f"unsupported .rdk version {version} (this rdkit-ae reads versions {', '.join(map(str, VERSIONS))})"
+        )
+    pos = len(MAGIC) + 1 + ID_BYTES
+    rate = None
+    if version == VERSION_RATE:
+        code, pos = _read_varint(data, pos, n - CRC_BYTES, "rate")
+        rate = _rate_from_code(code)
+    return version, data[len(MAGIC) + 1 : len(MAGIC) + 1 + ID_BYTES], rate, pos
 
 
 def check_stream_count(count: int, layout: Layout) -> None:
@@ -243,9 +314,11 @@ def header_size(data: bytes, *, max_pixels: int = MAX_PIXELS) -> int:
     return unpack(data, max_pixels=max_pixels, pixels_per_byte=None).header_bytes
 
 
-def overhead(height: int, width: int, stream_lengths: Sequence[int]) -> int:
-    """Container bytes for an image of this size and these stream lengths, without packing."""
+def overhead(height: int, width: int, stream_lengths: Sequence[int], rate: float | None = None) -> int:
+    """Container bytes for an image of this size and these stream lengths (and rate position), without packing."""
     varints = _varint(height) + _varint(width) + _varint(len(stream_lengths))
+    if rate is not None:
+        varints += _varint(rate_code(rate))
     varints += b"".join(_varint(int(v)) for v in list(stream_lengths)[:-1])
     return len(MAGIC) + 1 + ID_BYTES + len(varints) + CRC_BYTES
 

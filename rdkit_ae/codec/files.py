@@ -39,6 +39,7 @@ class Report:
     ssim: float | None = None
     verified: bool = False
     notes: list[str] = field(default_factory=list)
+    rate: float | None = None  # a variable-rate model's rate position (the file's)
 
     @property
     def bpp(self) -> float:
@@ -127,7 +128,9 @@ def compress_file(
             f"{len(data):,} bytes for {h * w:,} pixels is below what decoding accepts by default "
             f"({container.PIXELS_PER_BYTE} pixels per byte); decode it with --max-pixels {h * w}"
         )
-    return Report(str(source), str(output), h, w, len(data), header, scores["psnr"], scores["ssim"], verify, notes)
+    return Report(
+        str(source), str(output), h, w, len(data), header, scores["psnr"], scores["ssim"], verify, notes, codec.rate
+    )
 
 
 def decompress_file(codec: Codec, source: str | Path, output: str | Path) -> Report:
@@ -141,4 +144,5 @@ def decompress_file(codec: Codec, source: str | Path, output: str | Path) -> Rep
     except RdkitError as exc:
         raise _prefixed(exc, source) from None
     h, w = image.shape[:2]
-    return Report(str(source), str(output), h, w, len(data), container.header_size(data, max_pixels=codec.max_pixels))
+    packed = container.unpack(data, max_pixels=codec.max_pixels, pixels_per_byte=None)
+    return Report(str(source), str(output), h, w, len(data), packed.header_bytes, rate=packed.rate)

@@ -21,13 +21,33 @@ MAX_PIXELS_HELP = (
 )
 
 
-def _codec(model: Path, max_pixels: Optional[int]):
-    """The checkpoint's codec; an explicit ``--max-pixels`` replaces the bomb bound on what a file may claim."""
-    from rdkit_ae.codec import Codec
+LAMBDA_HELP = "variable-rate model: compress at this lambda (within its trained range; interpolates between them)"
+RATE_HELP = (
+    "variable-rate model: compress at this rate index, 0 (lowest rate) .. K-1 (a fraction interpolates); "
+    "default: the middle of the range. Files record it: decompress needs no option"
+)
 
+
+def _codec(model: Path, max_pixels: Optional[int], lmbda: Optional[float] = None, rate: Optional[float] = None):
+    """The checkpoint's codec at its operating point; an explicit ``--max-pixels`` replaces the bomb bound."""
+    from rdkit_ae.codec import Codec
+    from rdkit_ae.errors import RdkitError
+
+    if lmbda is not None and rate is not None:
+        raise RdkitError("use either --lambda or --rate, not both")
     if max_pixels is None:
-        return Codec.load(model)
-    return Codec.load(model, max_pixels=max(max_pixels, 1), pixels_per_byte=None)
+        codec = Codec.load(model)
+    else:
+        codec = Codec.load(model, max_pixels=max(max_pixels, 1), pixels_per_byte=None)
+    if lmbda is not None or rate is not None:
+        option = "--lambda" if lmbda is not None else "--rate"
+        if not codec.model.variable_rate:
+            raise RdkitError(f"{option} needs a variable-rate model, but {model} has a single rate")
+        try:
+            codec.set_rate(lmbda=lmbda, rate=rate)
+        except RdkitError as exc:
+            raise RdkitError(f"{option}: {exc} ({model})") from None
+    return codec
 
 
 def _plan(
@@ -113,13 +133,15 @@ def compress(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help=MAX_PIXELS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
+    lmbda: Optional[float] = typer.Option(None, "--lambda", help=LAMBDA_HELP),
+    rate: Optional[float] = typer.Option(None, "--rate", help=RATE_HELP),
 ) -> None:
     """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
     from rdkit_ae.codec import compress_file
     from rdkit_ae.codec.container import SUFFIX
 
     pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX), model, force)
-    codec = _codec(model, max_pixels)
+    codec = _codec(model, max_pixels, lmbda, rate)
     out, err = _consoles()
     reports = _run_all(
         err,
@@ -132,14 +154,17 @@ def compress(
     if len(reports) == 1:
         r = reports[0]
         check = ", verified" if r.verified else ""
+        point = f", {codec.operating_point}" if codec.operating_point else ""
         out.print(
             f"{r.source} -> {r.output}: {r.width}x{r.height}, {r.nbytes:,} bytes (container {r.header_bytes}), "
-            f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}, PSNR {fmt(r.psnr)} dB, SSIM {fmt(r.ssim, '.4f')}{check}",
+            f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}, PSNR {fmt(r.psnr)} dB, SSIM {fmt(r.ssim, '.4f')}"
+            f"{check}{point}",
             highlight=False,
             soft_wrap=True,
         )
         return
-    _table(out, reports, f"compressed with {codec.source} (model {codec.id_hex})", quality=True)
+    point = f", {codec.operating_point}" if codec.operating_point else ""
+    _table(out, reports, f"compressed with {codec.source} (model {codec.id_hex}{point})", quality=True)
 
 
 @app.command()
@@ -173,9 +198,10 @@ def decompress(
         return
     if len(reports) == 1:
         r = reports[0]
+        point = "" if r.rate is None else f", rate {r.rate:g}"
         out.print(
             f"{r.source} -> {r.output}: {r.width}x{r.height} from {r.nbytes:,} bytes, "
-            f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}",
+            f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}{point}",
             highlight=False,
             soft_wrap=True,
         )

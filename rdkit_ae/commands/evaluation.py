@@ -17,6 +17,49 @@ def _console():
     return Console()
 
 
+def _numbers(option: str, values: List[str]) -> list[float]:
+    """Repeated options and comma-separated lists alike: ``--rate 0,1 --rate 2`` -> [0, 1, 2]."""
+    import math
+
+    from rdkit_ae.errors import RdkitError
+
+    out = []
+    for text in (part.strip() for value in values for part in value.split(",")):
+        try:
+            number = float(text)
+        except ValueError:
+            raise RdkitError(f"{option}: {text!r} is not a number") from None
+        if not math.isfinite(number):
+            raise RdkitError(f"{option}: {text!r} is not a finite number")
+        out.append(number)
+    return out
+
+
+def operating_points(lambdas: List[str], rates: List[str]) -> list[tuple[Optional[float], Optional[float]]]:
+    """``(lmbda, rate index)`` per operating point asked for; ``[(None, None)]``: each checkpoint as it is."""
+    from rdkit_ae.errors import RdkitError
+
+    if lambdas and rates:
+        raise RdkitError("use either --lambda or --rate, not both")
+    if lambdas:
+        return [(v, None) for v in _numbers("--lambda", lambdas)]
+    if rates:
+        return [(None, v) for v in _numbers("--rate", rates)]
+    return [(None, None)]
+
+
+def _check_points(checkpoints: List[Path], points, device: str) -> None:
+    """Every checkpoint can code at every point: checked before any evaluation, so no work is lost to a typo."""
+    from rdkit_ae.checkpoint import load_model
+    from rdkit_ae.evaluation.evaluator import check_operating_points
+
+    if points == [(None, None)]:
+        return
+    for path in checkpoints:
+        model, _, _ = load_model(path, map_location=device)
+        check_operating_points(model, points, str(path))
+
+
 @app.command("eval")
 @handle_errors
 def eval_(
@@ -48,19 +91,28 @@ def eval_(
         help="replicate: pad right/bottom edges to the model's stride, as `rdkit compress` (default); "
         "compressai: centred zeros to a multiple of 64, as compressai.utils.eval_model",
     ),
+    lambdas: List[str] = typer.Option(
+        [],
+        "--lambda",
+        help="variable-rate model: evaluate at these lambdas (repeat the option or separate by commas): one RD "
+        "curve from one checkpoint",
+    ),
+    rates: List[str] = typer.Option(
+        [],
+        "--rate",
+        help="variable-rate model: evaluate at these rate indices 0..K-1 (repeat or comma-separate, e.g. "
+        "--rate 0,1,2,3); default: the quantizer's own point, the middle of its range",
+    ),
 ) -> None:
     """Compress images to real bytes with each checkpoint, decompress, and report rate and quality."""
-    from rich import box
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from rdkit_ae.data.sources import load_images, set_image_pixel_limit
     from rdkit_ae.errors import RdkitError
-    from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
+    from rdkit_ae.evaluation.evaluator import evaluate_operating_points
     from rdkit_ae.evaluation.padding import check_pad
     from rdkit_ae.evaluation.results import results_curve, write_records_csv
     from rdkit_ae.files import write_json
-    from rdkit_ae.text import fmt
 
     if split is None:
         split = "val" if data == "cifar10" else "all"
@@ -69,6 +121,8 @@ def eval_(
     check_outputs([("--out", out), ("--csv", csv)], [*checkpoints, Path(data)], force=force)
     set_image_pixel_limit(max_pixels)  # images are read lazily, one by one, with this limit
     check_pad(pad)
+    points = operating_points(lambdas, rates)
+    _check_points(checkpoints, points, device)
     images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
     console = _console()
     results = []
@@ -81,34 +135,60 @@ def eval_(
         transient=True,
     ) as progress:
         for path in checkpoints:
-            task = progress.add_task(f"eval {path.name}", total=len(images))
-            results.append(
-                evaluate_checkpoint(
-                    path,
-                    images,
-                    batch_size=batch_size,
-                    device=device,
-                    check_exact=check,
-                    pad=pad,
-                    progress=lambda n, t=task: progress.advance(t, n),
-                )
-            )
+            task = progress.add_task(f"eval {path.name}", total=len(images) * len(points))
+            for r in evaluate_operating_points(
+                path,
+                images,
+                points,
+                batch_size=batch_size,
+                device=device,
+                check_exact=check,
+                pad=pad,
+                progress=lambda n, t=task: progress.advance(t, n),
+            ):
+                results.append((path, r))
 
-    has_container = all("container_bpp" in r.summary for r in results)
+    _print_results(console, results, f"{images.name} ({split}, {len(images)} images)", pad, points)
+    if out is not None:
+        write_json(out, results_curve([r for _, r in results], name))
+        console.print(f"wrote {out}")
+    if csv is not None:
+        rows = [
+            {"checkpoint": str(p), **{k: r.meta[k] for k in ("rate", "lambda") if k in r.meta}, **rec}
+            for p, r in results
+            for rec in r.records
+        ]
+        write_records_csv(csv, rows)
+        console.print(f"wrote {csv}")
+
+
+def _print_results(console, results, what: str, pad: str, points) -> None:
+    """The table of means, then per checkpoint what it was evaluated at and what was checked."""
+    from rich import box
+    from rich.table import Table
+
+    from rdkit_ae.text import fmt
+
+    has_container = all("container_bpp" in r.summary for _, r in results)
+    has_rate = any("rate" in r.meta for _, r in results)
     table = Table(
-        title=f"{images.name} ({split}, {len(images)} images): means over images",
+        title=f"{what}: means over images",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
         caption=f"CR = 24 / mean bpp; .rdk = whole container file; PSNR* = PSNR of the mean MSE; padding: {pad}",
     )
-    columns = ["#", "recipe", "bpp", "CR"] + (["bpp .rdk"] if has_container else [])
+    columns = ["#", "recipe"] + (["rate", "lambda"] if has_rate else []) + ["bpp", "CR"]
+    columns += ["bpp .rdk"] if has_container else []
     columns += ["PSNR", "PSNR*", "SSIM", "MS-SSIM", "enc ms", "dec ms"]
     for col in columns:
         table.add_column(col, justify="left" if col == "recipe" else "right")
-    for i, r in enumerate(results, 1):
+    for i, (_, r) in enumerate(results, 1):
         s = r.summary
-        row = [str(i), r.name, fmt(s["bpp"], ".3f"), fmt(s["cr"])]
+        row = [str(i), r.name]
+        if has_rate:
+            row += [fmt(r.meta.get("rate"), "g"), fmt(r.meta.get("lambda"), ".4g")]
+        row += [fmt(s["bpp"], ".3f"), fmt(s["cr"])]
         if has_container:
             row.append(fmt(s["container_bpp"], ".3f"))
         row += [
@@ -121,9 +201,15 @@ def eval_(
         ]
         table.add_row(*row)
     console.print(table)
-    for i, (path, r) in enumerate(zip(checkpoints, results), 1):
+    for i, (path, r) in enumerate(results, 1):
         s = r.summary
         console.print(f"#{i} {path}", highlight=False)
+        if "rate" in r.meta:
+            default = " (the quantizer's default: --rate/--lambda pick others)" if points == [(None, None)] else ""
+            console.print(
+                f"   variable rate: rate {r.meta['rate']:g} (lambda {fmt(r.meta.get('lambda'), '.4g')}){default}",
+                highlight=False,
+            )
         if "nominal_bpp" in s:
             console.print(
                 f"   fixed rate: nominal CR {s['nominal_cr']:.3f} ({s['nominal_bpp']:.4f} bpp, h*w*k*b) "
@@ -134,10 +220,3 @@ def eval_(
             console.print(
                 f"   bit-exact: decompress(compress(x)) == forward(x) on all {s['n_images']} images", highlight=False
             )
-    if out is not None:
-        write_json(out, results_curve(results, name))
-        console.print(f"wrote {out}")
-    if csv is not None:
-        rows = [{"checkpoint": str(p), **rec} for p, r in zip(checkpoints, results) for rec in r.records]
-        write_records_csv(csv, rows)
-        console.print(f"wrote {csv}")

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from rdkit_ae.checkpoint import load_model
 from rdkit_ae.codec.container import pack as pack_rdk
 from rdkit_ae.codec.identity import model_id
+from rdkit_ae.codec.rate import set_stored_rate, stored_rate
 from rdkit_ae.data.sources import to_tensor, to_uint8
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.batching import MAX_BATCHED_PIXELS, same_size_batches
@@ -48,6 +49,7 @@ __all__ = [
     "cr_from_bpp",
     "evaluate",
     "evaluate_checkpoint",
+    "evaluate_operating_points",
     "results_curve",
     "summarize",
     "write_json",
@@ -88,8 +90,8 @@ def bytes_per_image(strings: Any, batch: int) -> list[int]:
 
 def _container_packer(model) -> Callable[[dict[str, Any], int], bytes]:
     """``pack(compressed, index) -> bytes``: one image's whole ``.rdk`` file, as ``rdkit compress`` writes it."""
-    mid = model_id(model)
-    return lambda compressed, i: pack_rdk(mid, compressed, index=i)
+    mid, rate = model_id(model), stored_rate(model)
+    return lambda compressed, i: pack_rdk(mid, compressed, index=i, rate=rate)
 
 
 def _sync(device) -> None:
@@ -163,7 +165,14 @@ def evaluate(
     if recipe is not None:
         meta["recipe"] = recipe.name
         meta["recipe_digest"] = recipe.digest()
-    return EvalResult(name, description, records, summarize(records), meta)
+    summary = summarize(records)
+    rate = stored_rate(model)
+    if rate is not None:  # a variable-rate model: its operating point, in meta and in the results JSON
+        meta["rate"] = summary["rate"] = rate
+        lmbda = getattr(model.latent_codec, "lmbda", None)
+        if lmbda is not None:
+            meta["lambda"] = summary["lambda"] = float(lmbda)
+    return EvalResult(name, description, records, summary, meta)
 
 
 def _evaluate_batch(model, names, batch, device, check_exact, pack, pad=DEFAULT_PAD) -> list[dict[str, Any]]:
@@ -225,9 +234,51 @@ def _mismatch_message(names, reference, decoded) -> str:
     )
 
 
-def evaluate_checkpoint(path: str | Path, images, **kwargs: Any) -> EvalResult:
-    """Load a checkpoint (safely, entropy tables ready) and :func:`evaluate` it."""
+def evaluate_checkpoint(
+    path: str | Path, images, *, lmbda: float | None = None, rate: float | None = None, **kwargs: Any
+) -> EvalResult:
+    """Load a checkpoint (safely, entropy tables ready) and :func:`evaluate` it.
+
+    A variable-rate model is evaluated at ``lmbda`` or rate index ``rate``
+    (default: its quantizer's operating point, the middle of its range).
+    """
+    return evaluate_operating_points(path, images, [(lmbda, rate)], **kwargs)[0]
+
+
+def evaluate_operating_points(
+    path: str | Path, images, points: Sequence[tuple[float | None, float | None]], **kwargs: Any
+) -> list[EvalResult]:
+    """Load a checkpoint once and :func:`evaluate` it at each ``(lmbda, rate index)`` (``(None, None)``: as is).
+
+    Several points of a variable-rate model make one RD curve from one
+    checkpoint; a fixed-rate one given a lambda or rate raises :class:`RdkitError`.
+    """
     model, recipe, _ = load_model(path, map_location=kwargs.get("device", "cpu"))
-    res = evaluate(model, images, **kwargs)
-    res.meta["checkpoint"] = str(path)
-    return res
+    check_operating_points(model, points, str(path))
+    results = []
+    for lmbda, rate in points:
+        if lmbda is not None or rate is not None:
+            set_stored_rate(model, lmbda=lmbda, index=rate)
+        res = evaluate(model, images, **kwargs)
+        res.meta["checkpoint"] = str(path)
+        results.append(res)
+    return results
+
+
+def check_operating_points(model, points: Sequence[tuple[float | None, float | None]], source: str) -> None:
+    """Refuse, in one line and before any work, lambdas or rate indices this model cannot code at."""
+    chosen = [(lmbda, rate) for lmbda, rate in points if lmbda is not None or rate is not None]
+    if not chosen:
+        return
+    if not model.variable_rate:
+        option = "--lambda" if chosen[0][0] is not None else "--rate"
+        raise RdkitError(f"{option} needs a variable-rate model, but {source} has a single rate")
+    before = model.rate
+    try:
+        for lmbda, rate in chosen:
+            try:
+                model.set_rate(lmbda=lmbda, index=rate)
+            except RdkitError as exc:
+                raise RdkitError(f"{source}: {exc}") from None
+    finally:
+        model.set_rate(index=before)

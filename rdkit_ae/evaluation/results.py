@@ -69,6 +69,8 @@ COMPRESSAI_KEYS = (
     ("psnr-of-mean-mse", "psnr_of_mean_mse"),
     ("container-bpp", "container_bpp"),
     ("nominal-bpp", "nominal_bpp"),
+    ("rate", "rate"),  # a variable-rate model's operating point (rate position and its lambda)
+    ("lambda", "lambda"),
 )
 
 
