@@ -56,7 +56,7 @@ class Driver:
         self.ready.extend(_Step(t, j, i) for i, (t, j, _) in enumerate(plan.points))
         self.running: dict[Future[JobReturn], _Step] = {}
         self.codec_points: list[PointResult | None] = [None] * len(plan.codecs)
-        self.eval_points: list[PointResult | None] = [None] * len(plan.points)
+        self.eval_points: dict[int, PointResult] = {}  # by task index: plan order (several per variable-rate point)
         self.failures: list[tuple[int, str]] = []  # (task index, message): reported in plan order
         self.results = PlanResults()
         self.interrupted = False
@@ -75,7 +75,8 @@ class Driver:
             raise
         if self.interrupted:
             raise KeyboardInterrupt
-        self.results.points = [p for p in self.codec_points + self.eval_points if p is not None]
+        evaluated = [self.eval_points[i] for i in sorted(self.eval_points)]
+        self.results.points = [p for p in self.codec_points if p is not None] + evaluated
         self.results.failures = [m for _, m in sorted(self.failures, key=lambda f: f[0])]
         return self.results
 
@@ -83,14 +84,14 @@ class Driver:
         while self.ready and not self.interrupted and len(self.running) < self.pool.capacity():
             if self.deadline.passed:
                 self.results.left.extend(s.task.label for s in self.ready)
-                self.results.left.extend(ev.label for _, job, ev in self._untrained_points())
+                self.results.left.extend(ev.label for _, _, evs in self._untrained_points() for ev in evs)
                 self.ready.clear()
                 return
             step = self.ready.popleft()
             self.reporter.start(step.task)
             self.running[self.pool.submit(step.job, self.index[id(step.task)])] = step
 
-    def _untrained_points(self) -> list[tuple[Task, TrainJob, Task]]:
+    def _untrained_points(self) -> list[tuple[Task, TrainJob, tuple[Task, ...]]]:
         """The points whose training is left (their evaluations are left with them), in plan order."""
         left = {id(s.task) for s in self.ready}
         return [p for p in self.plan.points if id(p[0]) in left]
@@ -120,7 +121,7 @@ class Driver:
             self._failed(step.task, f"{what} failed: {ret.error}")
         else:
             if isinstance(step.job, EvalJob):
-                self.eval_points[step.slot] = ret.value
+                self.eval_points[self.index[id(step.task)]] = ret.value
             else:
                 self.codec_points[step.slot] = ret.value
         self._finish(step.task, ret.error is None and ret.value.cached)
@@ -128,20 +129,22 @@ class Driver:
     def _trained(self, step: _Step, ret: JobReturn) -> None:
         outcome: TrainOutcome | None = ret.value
         failure = ret.error if outcome is None else outcome.failure
-        t_eval = self.plan.points[step.slot][2]
+        t_evals = self.plan.points[step.slot][2]
         if outcome is not None:
             self.results.trained += outcome.trained
         if failure is not None:
             self._failed(step.task, f"training failed: {failure}")
         self._finish(step.task, outcome is not None and outcome.cached)
         if outcome is None or failure is not None:
-            self.reporter.start(t_eval)  # keeps the step count and the ETA right
-            self._finish(t_eval, False)
+            for t_eval in t_evals:
+                self.reporter.start(t_eval)  # keeps the step count and the ETA right
+                self._finish(t_eval, False)
             return
         job = step.job
         assert isinstance(job, TrainJob)
-        ev = EvalJob.after(job, outcome, self.plan.eval_images, self.plan.batch_size, self.plan.device)
-        self.ready.appendleft(_Step(t_eval, ev, step.slot))  # its results first: the curves fill in early
+        evals = list(zip(t_evals, self.plan.eval_jobs(job, outcome)))  # one per operating point of variable rate
+        for t_eval, ev in reversed(evals):
+            self.ready.appendleft(_Step(t_eval, ev, step.slot))  # its results first: the curves fill in early
 
     def _failed(self, task: Task, message: str) -> None:
         point = task.label.split(" ", 1)[1] if task.kind != "codec" else task.label

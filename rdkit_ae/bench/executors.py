@@ -15,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-from rdkit_ae.bench.jobs import EvalJob, JobContext
+from rdkit_ae.bench.jobs import JobContext
 from rdkit_ae.bench.plan import Deadline, PlanResults, SweepPlan
 from rdkit_ae.bench.progress import Reporter, Task
 
@@ -55,9 +55,9 @@ def run_serial(plan: SweepPlan, ctx: JobContext, reporter: Reporter, deadline: D
         point = codec.run(_start(reporter, ctx, task))
         results.points.append(point)
         _finish(reporter, task, point.cached)
-    for t_train, train, t_eval in plan.points:
+    for t_train, train, t_evals in plan.points:
         if deadline.passed:
-            _left(results, t_train, t_eval)
+            _left(results, t_train, *t_evals)
             continue
         trained = train.run(_start(reporter, ctx, t_train))
         if trained.failure is not None:
@@ -66,16 +66,17 @@ def run_serial(plan: SweepPlan, ctx: JobContext, reporter: Reporter, deadline: D
             reporter.note(f"FAILED {t_train.label}: {trained.failure}")
         results.trained += trained.trained
         _finish(reporter, t_train, trained.cached)
-        if trained.failure is None and deadline.passed:
-            _left(results, t_eval)
-        elif trained.failure is None:
-            job = EvalJob.after(train, trained, plan.eval_images, plan.batch_size, plan.device)
-            point = job.run(_start(reporter, ctx, t_eval))
-            results.points.append(point)
-            _finish(reporter, t_eval, point.cached)
-        else:
-            reporter.start(t_eval)  # keeps the step count and the ETA right
-            _finish(reporter, t_eval, False)
+        evals = plan.eval_jobs(train, trained) if trained.failure is None else [None] * len(t_evals)
+        for t_eval, job in zip(t_evals, evals):  # one evaluation, or one per operating point (variable rate)
+            if job is None:
+                reporter.start(t_eval)  # keeps the step count and the ETA right
+                _finish(reporter, t_eval, False)
+            elif deadline.passed:
+                _left(results, t_eval)
+            else:
+                point = job.run(_start(reporter, ctx, t_eval))
+                results.points.append(point)
+                _finish(reporter, t_eval, point.cached)
     return results
 
 

@@ -22,6 +22,7 @@ from PIL import __version__ as pillow_version
 from rdkit_ae.bench.cache import CACHE_VERSION, file_sha, load_result, read_json, sha, store_result
 from rdkit_ae.bench.images import content_hash, load_data
 from rdkit_ae.bench.spec import DataSpec, spec_env
+from rdkit_ae.bench.spec_tables import RatePoint
 from rdkit_ae.bench.training import TrainOutcome, finished_run, train_point
 from rdkit_ae.data.sources import ImageSet
 from rdkit_ae.errors import RdkitError
@@ -157,6 +158,14 @@ class TrainJob:
     env: dict[str, str]  # variables set while training (e.g. VGG weights); part of the key
     out: str
     resume: bool = True
+    rates: tuple[RatePoint, ...] = ()  # a variable-rate model's operating points (one evaluation each; not keyed)
+
+    @property
+    def eval_labels(self) -> list[str]:
+        """The labels of the evaluations of what this job trains: its own, or one per operating point."""
+        if not self.rates:
+            return [self.label]
+        return [r.label if self.label == "default" else f"{self.label}, {r.label}" for r in self.rates]
 
     @property
     def key(self) -> str:
@@ -263,6 +272,7 @@ class EvalJob:
     device: str
     resume: bool = True
     pad: str = DEFAULT_PAD  # see rdkit_ae.evaluation.padding
+    rate: float | None = None  # a variable-rate model's rate position; None: the checkpoint as it is
 
     @classmethod
     def after(
@@ -273,13 +283,17 @@ class EvalJob:
         batch_size: int,
         device: str,
         pad: str | None = None,
+        point: int | None = None,
     ) -> EvalJob:
-        """The evaluation of what ``job`` trained; ``pad`` defaults to the evaluation images' ([eval].pad)."""
+        """The evaluation of what ``job`` trained; ``pad`` defaults to the evaluation images' ([eval].pad).
+
+        ``point``: which of ``job.rates`` (a variable-rate model's operating points) to evaluate at.
+        """
         if trained.checkpoint is None or trained.checkpoint_sha256 is None:
             raise ValueError(f"{job.curve} [{job.label}]: nothing to evaluate ({trained.failure})")
         return cls(
             job.curve,
-            job.label,
+            job.eval_labels[point or 0],
             job.overrides,
             str(job.run_dir),
             trained.checkpoint,
@@ -291,13 +305,24 @@ class EvalJob:
             device,
             job.resume,
             pad or images.data.pad,
+            None if point is None else job.rates[point].position,
         )
+
+    @classmethod
+    def all_after(
+        cls, job: TrainJob, trained: TrainOutcome, images: ImagesRef, batch_size: int, device: str
+    ) -> list[EvalJob]:
+        """The evaluations of what ``job`` trained: one, or one per operating point of a variable-rate model."""
+        which = range(len(job.rates)) if job.rates else [None]
+        return [cls.after(job, trained, images, batch_size, device, point=i) for i in which]
 
     @property
     def key(self) -> str:
         key = {"v": CACHE_VERSION, "ckpt": self.checkpoint_sha256, "data": self.images.key, "batch": self.batch_size}
         if self.pad != DEFAULT_PAD:  # only then, so evaluations cached before the option keep their keys
             key["pad"] = self.pad
+        if self.rate is not None:  # likewise: fixed-rate points keep their keys
+            key["rate"] = self.rate
         return sha(key)
 
     @property
@@ -317,6 +342,7 @@ class EvalJob:
                 name=self.curve,
                 progress=_Fraction(ctx.progress, len(images)),
                 pad=self.pad,
+                rate=self.rate,
             )
             store_result(self.path, res)
         return PointResult(

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rdkit_ae.bench.jobs import CodecJob, ImagesRef, PointResult, TrainJob
+from rdkit_ae.bench.jobs import CodecJob, EvalJob, ImagesRef, PointResult, TrainJob
 from rdkit_ae.bench.progress import Task
 from rdkit_ae.bench.spec import SweepSpec, effective_env
+from rdkit_ae.bench.training import TrainOutcome
 from rdkit_ae.evaluation.classic import get_codec
 
 
@@ -22,14 +23,19 @@ class SweepPlan:
     """A sweep's jobs with their progress tasks: codec points first (quick, and they give the anchor early)."""
 
     codecs: list[tuple[Task, CodecJob]]
-    points: list[tuple[Task, TrainJob, Task]]  # train, then evaluate what it trained
+    # train, then evaluate what it trained: once, or at each operating point of a variable-rate model
+    points: list[tuple[Task, TrainJob, tuple[Task, ...]]]
     eval_images: ImagesRef
     batch_size: int
     device: str
 
     @property
     def tasks(self) -> list[Task]:
-        return [t for t, _ in self.codecs] + [t for train, _, ev in self.points for t in (train, ev)]
+        return [t for t, _ in self.codecs] + [t for train, _, evs in self.points for t in (train, *evs)]
+
+    def eval_jobs(self, job: TrainJob, trained: TrainOutcome) -> list[EvalJob]:
+        """The evaluations of what ``job`` trained, in the order of its point's evaluation tasks."""
+        return EvalJob.all_after(job, trained, self.eval_images, self.batch_size, self.device)
 
 
 @dataclass
@@ -67,9 +73,11 @@ def plan_sweep(spec: SweepSpec, out: Path, eval_images: ImagesRef, train: tuple[
     env = effective_env(spec)
     points = []
     for p in spec.points:
-        job = TrainJob(p.curve, p.label, p.recipe, p.overrides, p.budget, spec.seed, *train, env, str(out), resume)
+        job = TrainJob(
+            p.curve, p.label, p.recipe, p.overrides, p.budget, spec.seed, *train, env, str(out), resume, p.rates
+        )
         budget_s = 60.0 * float(p.budget.get("time_budget", 1.0))
         t_train = Task("train", f"train {p.curve} [{p.label}]", budget_s)
-        t_eval = Task("eval", f"eval {p.curve} [{p.label}]", n_eval * 0.01)
-        points.append((t_train, job, t_eval))
+        t_evals = tuple(Task("eval", f"eval {p.curve} [{label}]", n_eval * 0.01) for label in job.eval_labels)
+        points.append((t_train, job, t_evals))
     return SweepPlan(codecs, points, eval_images, spec.eval_batch_size, spec.device)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rdkit_ae.codec.container import rate_value
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.classic import CODECS, available, get_codec
 from rdkit_ae.evaluation.padding import DEFAULT_PAD, PAD_MODES
@@ -18,7 +20,7 @@ from rdkit_ae.recipe import Recipe, load_recipe, parse_override
 
 INT_BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "limit_val")
 BUDGET_KEYS = (*INT_BUDGET_KEYS, "time_budget", "val_fraction")
-MODEL_KEYS = ("recipe", "name", "set", "grid", "points", "budget")
+MODEL_KEYS = ("recipe", "name", "set", "grid", "points", "budget", "rates", "lambdas")
 DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
 
 
@@ -53,13 +55,24 @@ class DataSpec:
         )
 
 
+@dataclass(frozen=True)
+class RatePoint:
+    """One operating point of a variable-rate model: how the spec named it, and its rate position."""
+
+    label: str  # "rate=2" or "lambda=0.0128"
+    position: float  # the rate position t the model is evaluated at
+
+
 @dataclass
 class Point:
+    """One training; a variable-rate model's ``rates`` are its evaluations (one each), else it has one."""
+
     curve: str
     label: str  # e.g. "quantizer.bits=4, encoder.latent_channels=8"
     recipe: Recipe  # resolved
     overrides: dict[str, Any]
     budget: dict[str, Any]
+    rates: tuple[RatePoint, ...] = ()
 
 
 @dataclass
@@ -193,17 +206,62 @@ def _model_curve(entry: Any, where: str, base: Path, budget: dict[str, Any], sou
     except RdkitError as exc:
         raise SpecError(f"{source}: {where}.set: {exc}") from None
     point_budget = {**budget, **budget_table(entry.get("budget", {}), f"{where}.budget", source)}
+    asked = _rates_asked(entry, where, source)
     points = []
     for overrides in _points_of(entry, where, source):
         merged = {**fixed, **overrides}
         try:
             recipe = load_recipe(recipe_ref, merged)
-            build_model(recipe)  # fail now on bad plugin parameters, not an hour into the sweep
+            model = build_model(recipe)  # fail now on bad plugin parameters, not an hour into the sweep
         except RdkitError as exc:
             raise SpecError(f"{source}: {where} ({name}): {exc}") from None
         label = ", ".join(f"{k}={_format_value(v)}" for k, v in overrides.items()) or "default"
-        points.append(Point(name, label, recipe, merged, point_budget))
+        rates = _rate_points(model, asked, f"{source}: {where} ({name})")
+        points.append(Point(name, label, recipe, merged, point_budget, rates))
     return ModelCurve(name, entry["recipe"], points)
+
+
+def _rates_asked(entry: dict[str, Any], where: str, source: str) -> tuple[str, list[float]] | None:
+    """``rates = [...]`` (rate indices) or ``lambdas = [...]``: ("rate" or "lambda", values); None if neither."""
+    given = [key for key in ("rates", "lambdas") if key in entry]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise SpecError(f"{source}: {where}: give either rates or lambdas, not both")
+    if "grid" in entry or "points" in entry:
+        raise SpecError(
+            f"{source}: {where}: {given[0]} (one training, several operating points) cannot be combined with "
+            "grid or points (several trainings): give the variable-rate model its own [[model]] entry"
+        )
+    key = given[0]
+    values = entry[key]
+    ok = isinstance(values, list) and values and all(_is_number(v) for v in values)
+    if not ok or len(set(values)) != len(values):
+        raise SpecError(f"{source}: {where}.{key} must be a non-empty array of distinct numbers, got {values!r}")
+    return ("rate" if key == "rates" else "lambda"), [float(v) for v in values]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _rate_points(model: Any, asked: tuple[str, list[float]] | None, where: str) -> tuple[RatePoint, ...]:
+    """The operating points asked for, checked against the model's trained range now (before any training)."""
+    if asked is None:
+        return ()
+    kind, values = asked
+    if not model.variable_rate:
+        raise SpecError(
+            f"{where}: {kind}s need a variable-rate model (e.g. quantizer 'gain'), but this recipe has a single rate"
+        )
+    points = []
+    for v in values:
+        try:
+            t = model.set_rate(lmbda=v) if kind == "lambda" else model.set_rate(index=v)
+        except RdkitError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+        points.append(RatePoint(f"{kind}={v:g}", rate_value(t)))
+    return tuple(points)
 
 
 def model_curves(entries: Any, base: Path, budget: dict[str, Any], source: str) -> list[ModelCurve]:
