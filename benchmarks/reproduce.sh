@@ -20,3 +20,8 @@ mkdir -p benchmarks/results/cifar10-rd
 cp runs/bench-cifar10-rd/{bd_rate.json,bd_rate.md,rd.png,results.csv,results.json,sweep.json} benchmarks/results/cifar10-rd/
 
 python benchmarks/hybrid_vs_mse.py --runs runs/hybrid-vs-mse
+
+# Time to quality of the CPU recipe against WebP (training budgets in wall-clock minutes).
+python benchmarks/time_to_quality.py --budgets 5 15
+# Parallel sweeps: --jobs 1 against --jobs 2, one thread per job.
+python benchmarks/parallel_sweep.py | tee benchmarks/results/parallel_sweep.txt
