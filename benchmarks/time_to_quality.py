@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from train_speed import cpu_name  # benchmarks/ is on sys.path when this script runs
 
 import rdkit_ae
 from rdkit_ae.checkpoint import load_model
@@ -265,21 +266,11 @@ def main() -> None:
     print((args.out / "table.md").read_text())
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine(args) -> dict:
     import os
 
     return {
-        "summary": f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
+        "summary": f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}",
         "threads": args.threads,
         "torch": torch.__version__,
         "python": platform.python_version(),
