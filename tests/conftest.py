@@ -42,3 +42,15 @@ def python_env(tmp_path):
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture()
+def data(tmp_path):
+    """A small .npz of smooth synthetic images (tmp_path/data/d.npz), as the bench tests' specs expect."""
+    import numpy as np
+    from synthetic import smooth_images
+
+    path = tmp_path / "data" / "d.npz"
+    path.parent.mkdir()
+    np.savez(path, x=smooth_images(40))
+    return path

@@ -21,14 +21,6 @@ from rdkit_ae.model import build_model, build_objective
 TINY_CONV = '["encoder.channels=[8, 8, 8]", "encoder.latent_channels=4"]'
 
 
-@pytest.fixture()
-def data(tmp_path):
-    path = tmp_path / "data" / "d.npz"
-    path.parent.mkdir()
-    np.savez(path, x=smooth_images(40))
-    return path
-
-
 def write_spec(tmp_path, body, name="spec.toml"):
     path = tmp_path / name
     path.write_text(body)

@@ -6,9 +6,7 @@ import multiprocessing
 import pickle
 from dataclasses import replace
 
-import numpy as np
 import pytest
-from synthetic import smooth_images
 from test_bench import SPEC, TINY_CONV, StandInTrainer, write_spec
 
 from rdkit_ae.bench import SpecError, load_spec, run_sweep
@@ -17,15 +15,6 @@ from rdkit_ae.bench.images import content_hash, load_data
 from rdkit_ae.bench.jobs import CodecJob, EvalJob, ImagesRef, JobContext, TrainJob
 from rdkit_ae.bench.runner import plan_sweep
 from rdkit_ae.bench.training import TrainOutcome
-
-
-@pytest.fixture()
-def data(tmp_path):
-    path = tmp_path / "data" / "d.npz"
-    path.parent.mkdir()
-    np.savez(path, x=smooth_images(40))
-    return path
-
 
 GOOD = '[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\n'
 

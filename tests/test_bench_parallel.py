@@ -9,10 +9,8 @@ import json
 import os
 import time
 
-import numpy as np
 import pytest
 import torch
-from synthetic import smooth_images
 from test_bench import SPEC, TINY_CONV, StandInTrainer, write_spec
 from typer.testing import CliRunner
 
@@ -23,14 +21,6 @@ from rdkit_ae.errors import RecipeError
 
 MODELS_ONLY = SPEC.replace("webp = [0, 20, 50, 80]\njpeg = [20, 80]", "webp = [50]")
 TIMINGS = {"encoding_time", "decoding_time", "train_seconds"}
-
-
-@pytest.fixture()
-def data(tmp_path):
-    path = tmp_path / "data" / "d.npz"
-    path.parent.mkdir()
-    np.savez(path, x=smooth_images(40))
-    return path
 
 
 class Recording(StandInTrainer):

@@ -8,9 +8,7 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from synthetic import smooth_images
 from test_bench import SPEC, TINY_CONV, StandInTrainer, write_spec
 from test_bench_parallel import MODELS_ONLY, Recording, without_timings
 from typer.testing import CliRunner
@@ -45,14 +43,6 @@ def cluster():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-@pytest.fixture()
-def data(tmp_path):
-    path = tmp_path / "data" / "d.npz"
-    path.parent.mkdir()
-    np.savez(path, x=smooth_images(40))
-    return path
 
 
 class Dying(StandInTrainer):
