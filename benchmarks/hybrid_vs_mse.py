@@ -9,6 +9,11 @@ benchmarks/results/hybrid_vs_mse.md) and prints it.
 
     python benchmarks/hybrid_vs_mse.py                       # 20 epochs each (schedule completes for both)
     python benchmarks/hybrid_vs_mse.py --time-budget 10      # also cap each at 10 minutes (equal wall-clock)
+    python benchmarks/hybrid_vs_mse.py --recipes conv-hybrid \
+        --variant "linear shortcut" encoder.shortcut=linear decoder.shortcut=linear   # with and without
+
+``--variant LABEL OVERRIDE...`` (repeatable) also trains every recipe with
+those overrides, under the same budget, as one more row.
 
 The VGG weights come from RDKIT_VGG_WEIGHTS / RDKIT_VGG_PREPROCESSING; when
 they are unset and ../shared/models holds the Caffe VGG-16 file, that file is
@@ -51,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--markdown", type=Path, default=REPO / "benchmarks" / "results" / "hybrid_vs_mse.md")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), help=f"recipes to compare [default: {RECIPES}]")
+    ap.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="LABEL OVERRIDE",
+        help="also train each recipe with these overrides (repeatable)",
+    )
     args = ap.parse_args(argv)
 
     if "RDKIT_VGG_WEIGHTS" not in os.environ and VGG_FILE.is_file():
@@ -62,13 +76,17 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = args.runs or Path("runs") / f"hybrid-vs-mse-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = []
-    for name in RECIPES:
+    if any(len(v) < 2 for v in args.variant):
+        ap.error("--variant takes a label and at least one override")
+    variants = [("", [])] + [(v[0], v[1:]) for v in args.variant]
+    for name, (label, extra) in [(r, v) for r in args.recipes for v in variants]:
         t0 = time.perf_counter()
+        folder = name + ("-" + "-".join(label.split()) if label else "")
         res = train(
             name,
             args.data,
-            runs / name,
-            overrides=args.overrides,
+            runs / folder,
+            overrides=[*args.overrides, *extra],
             epochs=args.epochs,
             max_steps=args.max_steps,
             limit_train=args.limit_train,
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         last = res.metrics[-1]
         rows.append(
             {
-                "recipe": name,
+                "recipe": name + (f" + {label} ({' '.join(extra)})" if label else ""),
                 "epochs": res.epochs,
                 "steps": res.steps,
                 "stopped": res.stopped,
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cr": s.get("cr"),
                 "est_bpp": last.get("val_bpp"),
                 "n": s.get("n_images"),
-                "run": runs / name,
+                "run": runs / folder,
             }
         )
 
@@ -108,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or torch.get_num_threads()
     machine = f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads"
     lines = [
-        "# conv-hybrid vs conv-mse",
+        "# " + " vs ".join(args.recipes) + "".join(f", with and without {label}" for label, _ in variants[1:]),
         "",
         f"Measured {dt.date.today().isoformat()} on {machine}. Data: `{args.data}` "
         f"(validation: {args.val_fraction:g} of it, chosen by seed {args.seed}"
