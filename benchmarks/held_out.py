@@ -62,7 +62,8 @@ def main() -> None:
     lo, hi = args.window
     lines = [
         f"Held-out check on {len(images)} images of `{images.name}` (split {args.split}): real .rdk files "
-        f"against WebP (method 6, qualities 0-100 in steps of {args.webp_step}) on the same images; BD over {lo:g}-{hi:g} bpp.",
+        f"against WebP (method 6, qualities 0-100 in steps of {args.webp_step}) on the same images; "
+        f"BD over {lo:g}-{hi:g} bpp.",
         "",
         "| checkpoint | BD-rate vs WebP | BD-PSNR | PSNR at 2.0 bpp (WebP) | bpp range | PSNR range |",
         "|---|---|---|---|---|---|",
