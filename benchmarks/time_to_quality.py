@@ -185,8 +185,15 @@ def rd_points(checkpoint: Path, images) -> dict[str, list[float]]:
     return {"bpp": bpp, "psnr-rgb": psnr, "lambda": lmbdas}
 
 
-def measure(run: Run, recipe: str, train_npz: Path, images, tmp: Path, threads: int, webp: dict) -> dict:
-    """Train one curve (each of its points for an equal share of the budget) and measure it against WebP."""
+def measure(
+    run: Run, recipe: str, train_npz: Path, images, tmp: Path, threads: int, webp: dict, keep: Path | None = None
+) -> dict:
+    """Train one curve (each of its points for an equal share of the budget) and measure it against WebP.
+
+    ``keep``: a folder to copy each training's checkpoint to (e.g. for ``held_out.py``).
+    """
+    import shutil
+
     import torch
 
     torch.set_num_threads(threads)
@@ -197,6 +204,10 @@ def measure(run: Run, recipe: str, train_npz: Path, images, tmp: Path, threads: 
         sps = probe_steps_per_second(recipe, overrides, train_npz, tmp / f"point{j}", threads)
         share = run.minutes / len(run.points)
         ckpt, part = train_for(recipe, overrides, train_npz, tmp / f"point{j}" / "train", share, threads, sps)
+        if keep is not None:
+            slug = "".join(c if c.isalnum() else "-" for c in run.name).strip("-")
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt, keep / (slug + (f"-{j}" if len(run.points) > 1 else "") + ".pt"))
         for key, values in rd_points(ckpt, images).items():
             curve[key] += values
         info["train_s"] += part["train_s"]
@@ -374,6 +385,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="threads per training")
     ap.add_argument("--jobs", type=int, default=1, help="trainings at a time (each with --threads threads)")
     ap.add_argument("--fresh", action="store_true", help="forget the curves already in --out")
+    ap.add_argument("--keep", type=Path, default=None, help="copy every trained checkpoint to this folder")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "time_to_quality")
     args = ap.parse_args()
     if not args.data.exists():
@@ -403,7 +415,8 @@ def main() -> None:
             write_json(args.out / "results.json", {"webp": webp, "curves": rows})
 
         jobs = [
-            (run, args.recipe, train_npz, images, tmp / f"run{i}", args.threads, webp) for i, run in enumerate(runs)
+            (run, args.recipe, train_npz, images, tmp / f"run{i}", args.threads, webp, args.keep)
+            for i, run in enumerate(runs)
         ]
         if args.jobs == 1:
             for job in jobs:
