@@ -58,7 +58,7 @@ def main() -> None:
     rows = []
     for ckpt in args.checkpoints:
         curve = rd_points(ckpt, images)
-        rows.append(summarize(str(ckpt), curve, webp, {}, rates=tuple(args.window)))
+        rows.append(summarize(ckpt.stem, curve, webp, {}, rates=tuple(args.window)))
     lo, hi = args.window
     lines = [
         f"Held-out check on {len(images)} images of `{images.name}` (split {args.split}): real .rdk files "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every figure the README quotes, from the repository root, with
 # ../shared beside the repository (real CIFAR-10 images, Kodak, VGG weights).
-# About 35 minutes on a quiet 2-core CPU. Results land in benchmarks/results/.
+# About 3.5 hours on a quiet 2-core CPU. Results land in benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # An absolute path: [env] values are part of the sweep's cache keys, and the
@@ -21,7 +21,15 @@ cp runs/bench-cifar10-rd/{bd_rate.json,bd_rate.md,rd.png,results.csv,results.jso
 
 python benchmarks/hybrid_vs_mse.py --runs runs/hybrid-vs-mse
 
-# Time to quality of the CPU recipe against WebP (training budgets in wall-clock minutes).
-python benchmarks/time_to_quality.py --budgets 5 15
+# conv-hybrid at CR 12 with and without the linear shortcut (one thread: the README's run shared the cores).
+python benchmarks/hybrid_vs_mse.py --recipes conv-hybrid --variant "linear shortcut" encoder.shortcut=linear \
+  decoder.shortcut=linear --threads 1 --runs runs/hybrid-shortcut --markdown benchmarks/results/hybrid_shortcut.md
+
+# Time to quality of the CPU recipe against WebP (training budgets in wall-clock minutes, ~55 min),
+# then the ablations at 15 minutes, two trainings at a time on one core each (~90 min);
+# the all-levers-on model is kept for the held-out check on Kodak.
+python benchmarks/time_to_quality.py --budgets 5 15 30
+python benchmarks/time_to_quality.py --budgets --ablations --jobs 2 --threads 1 --keep runs/ttq-ablations
+python benchmarks/held_out.py runs/ttq-ablations/fast-vr-all-levers-on.pt --images ../shared/data/kodak
 # Parallel sweeps: --jobs 1 against --jobs 2, one thread per job.
 python benchmarks/parallel_sweep.py | tee benchmarks/results/parallel_sweep.txt
