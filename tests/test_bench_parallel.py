@@ -105,7 +105,9 @@ def test_failed_and_killed_points_are_reported_while_the_others_finish(tmp_path,
     assert [p.label for p in res.curves["WebP"]["points"]] == ["q=50"]
 
     retry = run_sweep(spec, out, train_fn=StandInTrainer())  # the cache is the same whatever runs the jobs
-    assert not retry.failures and retry.trained == len(by_point)
+    # A killed worker breaks the pool: a point still in flight then fails too (on a busy machine, after its
+    # training was cached), so the retry trains at most the failed points and finishes all of them.
+    assert not retry.failures and 1 <= retry.trained <= len(by_point)
     assert len(retry.curves["conv-mse"]["points"]) == 3
 
 
