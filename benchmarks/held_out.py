@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from time_to_quality import ROOT, fmt, rd_points, summarize  # same folder
+from time_to_quality import RATE_WINDOW, ROOT, fmt, rd_points, summarize, webp_curve  # same folder
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "kodak"
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--images", default=str(DEFAULT_IMAGES), help="image folder, .npz, or cifar10")
     ap.add_argument("--split", default="all", help="all | train | val (cifar10: val is the test set)")
     ap.add_argument("--limit", type=int, default=None, help="first N images of the split")
-    ap.add_argument("--window", type=float, nargs=2, default=(1.0, 3.0), metavar=("LO", "HI"), help="BD range (bpp)")
+    ap.add_argument("--window", type=float, nargs=2, default=RATE_WINDOW, metavar=("LO", "HI"), help="BD range (bpp)")
     ap.add_argument("--webp-step", type=int, default=5, help="WebP qualities 0-100 in steps of this [default: 5]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "held_out")
@@ -42,7 +42,6 @@ def main() -> None:
 
     from rdkit_ae.data.sources import load_images
     from rdkit_ae.errors import RdkitError
-    from rdkit_ae.evaluation import classic
     from rdkit_ae.files import write_json
 
     torch.set_num_threads(args.threads)
@@ -51,8 +50,7 @@ def main() -> None:
     except RdkitError as e:
         sys.exit(str(e))
     t0 = time.perf_counter()
-    webp_eval = classic.sweep(images, "webp", list(range(0, 101, args.webp_step)), options={"method": 6})
-    webp = {"bpp": [r.summary["bpp"] for r in webp_eval], "psnr-rgb": [r.summary["psnr"] for r in webp_eval]}
+    webp = webp_curve(images, range(0, 101, args.webp_step))
     print(f"WebP on {len(images)} images of {images.name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     rows = []

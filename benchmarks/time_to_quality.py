@@ -225,6 +225,14 @@ def measure(
     return row
 
 
+def webp_curve(images, qualities) -> dict[str, list[float]]:
+    """WebP (Pillow, method 6) at these qualities on the images: whole-file bpp and PSNR."""
+    from rdkit_ae.evaluation import classic
+
+    results = classic.sweep(images, "webp", list(qualities), options={"method": 6})
+    return {"bpp": [r.summary["bpp"] for r in results], "psnr-rgb": [r.summary["psnr"] for r in results]}
+
+
 def window(bpp: list[float], psnr: list[float], rates=RATE_WINDOW) -> tuple[list[float], list[float]]:
     """The points inside the BD rate window plus the nearest one outside on each side."""
     order = np.argsort(bpp)
@@ -392,7 +400,6 @@ def main() -> None:
         sys.exit(f"{args.data}: not found (the dev split of CIFAR-10, see ../shared/data/README.md)")
     import torch
 
-    from rdkit_ae.evaluation import classic
     from rdkit_ae.files import write_json
 
     torch.set_num_threads(args.threads)
@@ -403,8 +410,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         train_npz, images = split(args.data, tmp)
         t0 = time.perf_counter()
-        webp_eval = classic.sweep(images, "webp", list(range(101)), options={"method": 6})
-        webp = {"bpp": [r.summary["bpp"] for r in webp_eval], "psnr-rgb": [r.summary["psnr"] for r in webp_eval]}
+        webp = webp_curve(images, range(101))
         print(f"WebP anchor: {time.perf_counter() - t0:.0f} s", flush=True)
         rows = previous_rows(args.out / "results.json", webp, args.fresh)
 
