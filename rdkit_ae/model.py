@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Sequence
 
 import torch
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from rdkit_ae.errors import RdkitError, RecipeError
+from rdkit_ae.limits import env_limit
 from rdkit_ae.recipe import Recipe, load_recipe
 from rdkit_ae.registry import accepted_params, create, get_plugin
 from rdkit_ae.text import one_line
@@ -168,16 +168,7 @@ def assemble_model(recipe: Recipe) -> RDModel:
 
 def param_limit() -> int:
     """Most parameters a model may have: ``$RDKIT_MAX_PARAMS`` or 200 million."""
-    text = os.environ.get(MAX_PARAMS_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_PARAMS
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise RecipeError(f"{MAX_PARAMS_ENV} must be a number of parameters, got {text!r}") from None
-    if value < 1:
-        raise RecipeError(f"{MAX_PARAMS_ENV} must be positive, got {text!r}")
-    return value
+    return env_limit(MAX_PARAMS_ENV, DEFAULT_MAX_PARAMS, "parameters", RecipeError)
 
 
 def plan_model(recipe: Recipe, max_params: int | None = None) -> dict[str, tuple[int, ...]] | None:

@@ -9,7 +9,6 @@ against the member's real size and a memory bound, and only then is it loaded.
 from __future__ import annotations
 
 import math
-import os
 import zipfile
 from pathlib import Path
 from typing import IO
@@ -18,6 +17,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from rdkit_ae.errors import DataError
+from rdkit_ae.limits import env_limit
 
 MAX_ARRAY_BYTES_ENV = "RDKIT_MAX_ARRAY_BYTES"
 DEFAULT_MAX_ARRAY_BYTES = 4 << 30  # 4 GiB: CIFAR-10 whole is 184 MB
@@ -27,16 +27,7 @@ def array_byte_limit(max_bytes: int | None = None) -> int:
     """``max_bytes``, else ``$RDKIT_MAX_ARRAY_BYTES``, else 4 GiB."""
     if max_bytes is not None:
         return int(max_bytes)
-    text = os.environ.get(MAX_ARRAY_BYTES_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_ARRAY_BYTES
-    try:
-        value = int(float(text))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DataError(f"{MAX_ARRAY_BYTES_ENV} must be a positive number of bytes, got {text!r}")
-    return value
+    return env_limit(MAX_ARRAY_BYTES_ENV, DEFAULT_MAX_ARRAY_BYTES, "bytes", DataError)
 
 
 def _read_header(fp: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:

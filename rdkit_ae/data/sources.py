@@ -20,6 +20,7 @@ import numpy as np
 
 from rdkit_ae.data.npz import load_npz
 from rdkit_ae.errors import DataError
+from rdkit_ae.limits import env_limit
 from rdkit_ae.text import one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -79,16 +80,7 @@ def image_pixel_limit(max_pixels: int | None = None) -> int:
     """``max_pixels``, else ``$RDKIT_MAX_IMAGE_PIXELS``, else 32 MP (an 8K frame fits)."""
     if max_pixels is not None:
         return int(max_pixels)
-    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    try:
-        value = int(float(text))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DataError(f"{MAX_IMAGE_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
-    return value
+    return env_limit(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS, "pixels", DataError)
 
 
 def set_image_pixel_limit(max_pixels: int | None) -> None:
