@@ -1,4 +1,4 @@
-"""`rdkit bench` end to end with the real trainer (rdkit_ae.train.train), tiny budgets."""
+"""`rdkit bench` end to end with the real trainer (rdkit_ae.training.train), tiny budgets."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from synthetic import smooth_images
 from typer.testing import CliRunner
 
-import rdkit_ae.training.trainer as train_mod  # noqa: E402
+import rdkit_ae.training.run as train_mod  # noqa: E402
 from rdkit_ae.bench import run_sweep
 
 SPEC = """

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.data.sources import ImageSet, to_tensor
-from rdkit_ae.evaluation.evaluator import BitExactError, bytes_per_image, evaluate, results_curve
+from rdkit_ae.evaluation.evaluator import BitExactError, bytes_per_image, evaluate
 from rdkit_ae.evaluation.metrics import psnr_from_mse
+from rdkit_ae.evaluation.results import results_curve
 from rdkit_ae.model import build_model, build_objective
 
 TINY_FACTORIZED = ["encoder.N=16", "encoder.M=16"]

@@ -52,3 +52,30 @@ def test_cli_reports_bad_values_in_one_line(tmp_path):
         "error: --threads must be a positive integer (0: torch's default), got -1"
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_train_takes_the_dataclass_fields_and_nothing_else(tmp_path):
+    with pytest.raises(TypeError, match="unknown option 'epoch'; did you mean 'epochs'"):
+        train("conv-mse", "d.npz", tmp_path / "never", epoch=3)
+    with pytest.raises(TypeError, match="at most 3 positional"):
+        train("conv-mse", "d.npz", tmp_path / "never", 3)
+    with pytest.raises(TypeError, match="'data' both by position and by name"):
+        train("conv-mse", "d.npz", data="e.npz")
+    assert not (tmp_path / "never").exists()
+    o = TrainOptions.from_args("conv-mse", "d.npz", "runs/x", epochs=2)
+    assert (o.recipe, o.data, o.out, o.epochs, o.device) == ("conv-mse", "d.npz", Path("runs/x"), 2, "auto")
+
+
+def test_every_option_is_a_cli_flag_named_as_its_field():
+    """The CLI's parameters are the dataclass's fields (``--set`` -> overrides, ``--no-eval`` -> evaluate)."""
+    import dataclasses
+
+    import typer.main
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    renamed = {"set_": "overrides", "no_eval": "evaluate"}
+    params = {renamed.get(p.name, p.name) for p in command.params}
+    assert params == {f.name for f in dataclasses.fields(TrainOptions)}
+    # options not given are left to the dataclass: its defaults are the only ones
+    defaults = {p.name: p.default for p in command.params}
+    assert all(defaults[name] is None for name in ("data", "val_fraction", "device", "workers", "epochs"))

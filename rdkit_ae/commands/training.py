@@ -1,4 +1,4 @@
-"""``rdkit train``: the CLI spelling of :class:`rdkit_ae.training.options.TrainOptions`, run by the Trainer."""
+"""``rdkit train``: the command-line flags of :class:`rdkit_ae.training.options.TrainOptions`, run by the Trainer."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ def train(
     recipe: Optional[str] = typer.Option(
         None, "--recipe", "-r", help="zoo name or path to a .toml recipe (not needed with --resume)"
     ),
-    data: str = typer.Option(
-        "cifar10",
+    data: Optional[str] = typer.Option(
+        None,
         "--data",
         "-d",
-        help="cifar10, a .npz (uint8 x: N,H,W,3), an image folder, or a folder with cifar-10-batches-py",
+        help="cifar10 (the default), a .npz (uint8 x: N,H,W,3), an image folder, or a folder with cifar-10-batches-py",
     ),
-    val_fraction: float = typer.Option(
-        0.1, "--val-fraction", help="validation share for sources without an official split (split by seed)"
+    val_fraction: Optional[float] = typer.Option(
+        None, "--val-fraction", help="validation share for sources without an official split (0.1; split by seed)"
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/<recipe>-<timestamp>)"),
     set_: List[str] = typer.Option([], "--set", help="recipe override: dotted.key=value (TOML value); repeatable"),
@@ -36,12 +36,20 @@ def train(
     time_budget: Optional[float] = typer.Option(
         None, "--time-budget", help="minutes; stops at an epoch boundary, then evaluates"
     ),
+    fit_schedule: bool = typer.Option(
+        False,
+        "--fit-schedule",
+        help="size the planned epochs (and the cosine schedule) to --time-budget from the pace measured in the "
+        "first epochs, so the schedule ends within the budget (replaces --epochs)",
+    ),
     seed: Optional[int] = typer.Option(
         None, "--seed", help="seed of the split, data order, augmentation and init (default: the recipe's)"
     ),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (the default: CUDA when present), cpu, cuda[:N]"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch"),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes (useful for image folders on a GPU)"),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", help="DataLoader worker processes (default 0; useful for image folders on a GPU)"
+    ),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this folder from its last.pt"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing (errors still go to stderr)"),
     no_eval: bool = typer.Option(False, "--no-eval", help="skip the final real-bitstream evaluation (eval.json)"),
@@ -51,29 +59,17 @@ def train(
     Ctrl-C saves last.pt and exits with code 130; continue with --resume RUN_DIR.
     Under torchrun every process runs this same command; rank 0 writes.
     """
+    # The parameters are named as TrainOptions' fields (but --set and --no-eval); an option not given is left
+    # out, so the dataclass's default applies: the options and their defaults are defined there only.
+    given = {name: value for name, value in locals().items() if value is not None}
+    given["overrides"] = tuple(given.pop("set_"))
+    given["evaluate"] = not given.pop("no_eval")
+
     from rdkit_ae.training.loop import Trainer
     from rdkit_ae.training.options import TrainOptions
     from rdkit_ae.training.results import TrainingInterrupted
 
-    options = TrainOptions(
-        recipe=recipe,
-        data=data,
-        out=out,
-        overrides=tuple(set_),
-        epochs=epochs,
-        max_steps=max_steps,
-        limit_train=limit_train,
-        limit_val=limit_val,
-        time_budget=time_budget,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        threads=threads,
-        resume=resume,
-        quiet=quiet,
-        evaluate=not no_eval,
-        workers=workers,
-    )
+    options = TrainOptions.from_args(**given)
     try:
         Trainer(options).run()
     except TrainingInterrupted as exc:

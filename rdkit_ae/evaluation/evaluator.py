@@ -22,38 +22,20 @@ from rdkit_ae.codec.identity import model_id
 from rdkit_ae.codec.rate import set_stored_rate, stored_rate
 from rdkit_ae.data.sources import to_tensor, to_uint8
 from rdkit_ae.errors import RdkitError
-from rdkit_ae.evaluation.batching import MAX_BATCHED_PIXELS, same_size_batches
-from rdkit_ae.evaluation.metrics import BITS_PER_PIXEL_RGB, bpp_from_bytes, cr_from_bpp, quality
+from rdkit_ae.evaluation.batching import same_size_batches
+from rdkit_ae.evaluation.metrics import bpp_from_bytes, cr_from_bpp, quality
 from rdkit_ae.evaluation.padding import DEFAULT_PAD, check_pad, pad_for_eval
-from rdkit_ae.evaluation.results import (
-    COMPRESSAI_KEYS,
-    EvalResult,
-    compressai_entry,
-    results_curve,
-    summarize,
-    write_records_csv,
-)
-from rdkit_ae.files import write_json
+from rdkit_ae.evaluation.results import EvalResult, summarize
 from rdkit_ae.guards import check_model, guard_entropy_coders
 
-# Kept importable from here for callers written before the split (the bench).
 __all__ = [
-    "BITS_PER_PIXEL_RGB",
-    "COMPRESSAI_KEYS",
-    "MAX_BATCHED_PIXELS",
     "BitExactError",
     "BitstreamLayoutError",
-    "EvalResult",
     "bytes_per_image",
-    "compressai_entry",
-    "cr_from_bpp",
+    "check_operating_points",
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_operating_points",
-    "results_curve",
-    "summarize",
-    "write_json",
-    "write_records_csv",
 ]
 
 

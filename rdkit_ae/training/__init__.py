@@ -3,6 +3,7 @@
 from rdkit_ae.training.callbacks import Callback
 from rdkit_ae.training.context import TrainContext
 from rdkit_ae.training.options import TrainOptions
-from rdkit_ae.training.trainer import TrainingInterrupted, TrainResult, train
+from rdkit_ae.training.results import TrainingInterrupted, TrainResult
+from rdkit_ae.training.run import train
 
 __all__ = ["Callback", "TrainContext", "TrainOptions", "TrainResult", "TrainingInterrupted", "train"]

@@ -26,6 +26,7 @@ from rdkit_ae.training.context import TrainContext
 from rdkit_ae.training.datainit import DataInit
 from rdkit_ae.training.figures import Figures
 from rdkit_ae.training.finish import finish
+from rdkit_ae.training.fit_schedule import FitSchedule
 from rdkit_ae.training.optim import TrainStep
 from rdkit_ae.training.options import TrainOptions
 from rdkit_ae.training.plan import plan_run
@@ -48,6 +49,8 @@ def default_callbacks(options: TrainOptions, user: Sequence[tuple[str, Callback]
     cbs.add("nonfinite-stop", NonFiniteStop())  # before anything uses the step's weights
     for name, cb in user:
         cbs.add(name, cb)
+    if options.fit_schedule and options.time_budget is not None:
+        cbs.add("fit-schedule", FitSchedule(options.time_budget))  # before the checkpoint: it stores the plan
     cbs.add("checkpoint", Checkpointer(cbs.state_dict))  # after the user's: their on_epoch_end state is saved
     cbs.add("metrics-log", MetricsLogger(metrics))  # after the checkpoint: a logged epoch is always saved
     cbs.add("figures", Figures())

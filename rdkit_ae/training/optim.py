@@ -92,6 +92,11 @@ class LRSchedule:
         self.t += 1
         self._apply()
 
+    def set_horizon(self, horizon: int) -> None:
+        """A new length for the plan (e.g. sized to a time budget); the current rate follows it at once."""
+        self.horizon = max(1, int(horizon))
+        self._apply()
+
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

@@ -1,13 +1,22 @@
-"""The options of one training invocation, spelled once: the CLI, ``train()`` and the loop share them."""
+"""The options of one training invocation, spelled once: the CLI, ``train()`` and the loop share them.
+
+The dataclass is the only place that names an option, its type and its
+default: ``train(**options)`` is checked against its fields
+(:meth:`TrainOptions.from_args`) and ``rdkit train`` passes the options it
+was given, named as the fields, to the same method.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.recipe import Recipe
+
+POSITIONAL = ("recipe", "data", "out")  # train(recipe, data, out, **options)
 
 
 def _flag(name: str) -> str:
@@ -27,7 +36,9 @@ class TrainOptions:
     """Everything a run is asked to do besides its recipe's ``[train]`` table.
 
     The plan of a run is its recipe and its data; ``max_steps`` and
-    ``time_budget`` only stop a run early, they never reshape the plan.
+    ``time_budget`` only stop a run early, they never reshape the plan,
+    unless ``fit_schedule`` asks to size the planned epochs (and so the
+    learning-rate schedule) to the time budget from the measured pace.
     Bad values raise a one-line :class:`RdkitError` when the options are made.
     """
 
@@ -40,6 +51,7 @@ class TrainOptions:
     limit_train: int | None = None  # use only the first N training images
     limit_val: int | None = None  # use only the first N validation images
     time_budget: float | None = None  # minutes; stops at an epoch boundary
+    fit_schedule: bool = False  # size the planned epochs to time_budget from the measured pace (replaces epochs)
     val_fraction: float = 0.1  # validation share for sources without an official split
     seed: int | None = None  # sets train.seed
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -60,6 +72,27 @@ class TrainOptions:
             set_(self, "overrides", tuple([self.overrides] if isinstance(self.overrides, str) else self.overrides))
         self.check()
 
+    @classmethod
+    def from_args(cls, *args: Any, **kwargs: Any) -> TrainOptions:
+        """``train()``'s arguments: up to three positional (recipe, data, out), the other fields by name.
+
+        An unknown name raises ``TypeError`` (with a "did you mean" and the
+        known names), as a Python function would; values are checked as usual.
+        """
+        if len(args) > len(POSITIONAL):
+            raise TypeError(f"train() takes at most {len(POSITIONAL)} positional arguments ({', '.join(POSITIONAL)})")
+        known = [f.name for f in fields(cls)]
+        for name, value in zip(POSITIONAL, args):
+            if name in kwargs:
+                raise TypeError(f"train() got {name!r} both by position and by name")
+            kwargs[name] = value
+        for name in kwargs:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise TypeError(f"train() got an unknown option {name!r}{hint} (options: {', '.join(known)})")
+        return cls(**kwargs)
+
     def check(self) -> None:
         for name in ("epochs", "max_steps", "limit_train", "limit_val"):
             value = getattr(self, name)
@@ -77,3 +110,12 @@ class TrainOptions:
             raise RdkitError(f"--seed must be an integer, got {self.seed!r}")
         if not isinstance(self.device, str) or not self.device.strip():
             raise RdkitError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self._check_fit()
+
+    def _check_fit(self) -> None:
+        if not isinstance(self.fit_schedule, bool):
+            raise RdkitError(f"--fit-schedule is a switch (True or False), got {self.fit_schedule!r}")
+        if self.fit_schedule and self.time_budget is None:
+            raise RdkitError("--fit-schedule sizes the plan to --time-budget MIN: give a time budget")
+        if self.fit_schedule and self.epochs is not None:
+            raise RdkitError("--fit-schedule sets the planned epochs from the time budget: drop --epochs")
