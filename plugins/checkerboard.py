@@ -13,20 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn as nn
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.latent_codecs import (
-    CheckerboardLatentCodec,
-    GaussianConditionalLatentCodec,
-    HyperLatentCodec,
-    HyperpriorLatentCodec,
-)
+from compressai.entropy_models import GaussianConditional
+from compressai.latent_codecs import CheckerboardLatentCodec, GaussianConditionalLatentCodec
 from compressai.layers import CheckerboardMaskedConv2d
 from torch import Tensor
 
-from rdkit_ae.plugins.encoders import check_int
+from rdkit_ae.plugin import HyperpriorCodec, IntegerNetwork, check_bool, check_int
+from rdkit_ae.plugin import gaussian as G
 from rdkit_ae.plugins.meanscale import mean_scale_transforms
-from rdkit_ae.plugins.quantizers import BitstreamError, _check_streams, _update_entropy_models, check_bool
 from rdkit_ae.registry import register
 
 PLUGIN = "checkerboard"
@@ -60,7 +56,7 @@ def entropy_parameters(channels: int) -> nn.Sequential:
 
 
 @register("quantizer", PLUGIN)
-class CheckerboardQuantizer(HyperpriorLatentCodec):
+class CheckerboardQuantizer(HyperpriorCodec):
     """Mean-scale hyperprior + checkerboard spatial context (He et al. 2021): two parallel decoding passes.
 
     Side parameters come from the mean-scale hyperprior (``h_a``/``h_s`` as in
@@ -70,7 +66,9 @@ class CheckerboardQuantizer(HyperpriorLatentCodec):
     anchors (a 1x1 network merges the two). Likelihoods ``{"y", "z"}``;
     three rANS streams (anchors, non-anchors, z), one string per image each;
     ``shape`` is ``{"y": (channels, h, w), "hyper": (h', w')}``;
-    ``stride = 2 ** hyper_stages``. Call ``update()`` before ``compress``.
+    ``stride = 2 ** hyper_stages``. Call ``update()`` before ``compress``;
+    files then decode the same on every machine (side parameters, context
+    and entropy parameters come from integer copies of the networks).
 
     Args:
         channels: latent channels M.
@@ -81,6 +79,9 @@ class CheckerboardQuantizer(HyperpriorLatentCodec):
             means (and z around its medians) for the context and the
             decoder; false: noise everywhere, one pass (faster, worse).
     """
+
+    plugin_name = PLUGIN
+    streams = STREAMS
 
     def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2, mixed: bool = True):
         name = f"quantizer '{PLUGIN}'"
@@ -95,59 +96,67 @@ class CheckerboardQuantizer(HyperpriorLatentCodec):
             context_prediction=CheckerboardMaskedConv2d(channels, 2 * channels, kernel_size=5, stride=1, padding=2),
             mixed=mixed,
         )
-        hyper = HyperLatentCodec(EntropyBottleneck(N), h_a, h_s, quantizer="ste" if mixed else "noise")
-        super().__init__(latent_codec={"y": y_codec, "hyper": hyper})
-        self.channels = channels
-        self.N = N
-        self.hyper_stages = hyper_stages
-        self.mixed = mixed
         # The checkerboard splits each latent row in two halves: h_s's stride keeps the width even.
-        self.stride = 2**hyper_stages
+        super().__init__(channels, N, hyper_stages, h_a, h_s, y_codec, "ste" if mixed else "noise")
+        self.mixed = mixed
+        self.exact_context = IntegerNetwork(y_codec.context_prediction)
+        self.exact_parameters = IntegerNetwork(y_codec.entropy_parameters)
 
-    def update(self, scale_table=None, force: bool = False) -> bool:
-        """Build the CDF tables (EntropyBottleneck and Gaussian scale table) needed by ``compress``."""
-        return _update_entropy_models(self, scale_table, force)
+    @property
+    def gaussian(self) -> GaussianConditional:
+        return self.y.latent_codec["y"].gaussian_conditional
 
-    def aux_loss(self) -> Tensor:
-        return self.hyper.entropy_bottleneck.loss()
+    def _y_shape(self, h: int, w: int) -> tuple[int, ...]:
+        return (self.channels, h, w)
 
-    def bitstream_layout(self, h: int, w: int) -> tuple[dict[str, tuple[int, ...]], int]:
-        """Three streams (anchors, non-anchors, z); z is ``stride`` times smaller than y on each side."""
-        return {"y": (self.channels, h, w), "hyper": (h // self.stride, w // self.stride)}, STREAMS
+    def _latent_stride(self) -> int:
+        return 2
 
-    def compress(self, y: Tensor) -> dict[str, Any]:
-        if y.dim() != 4 or y.size(1) != self.channels or y.size(-1) % 2 or y.size(-2) % 2:
-            raise BitstreamError(
-                f"quantizer '{PLUGIN}': expected a (B, {self.channels}, h, w) latent with even h and w, "
-                f"got shape {tuple(y.shape)}"
-            )
-        out = super().compress(y)
-        out["shape"] = {k: tuple(int(s) for s in v) for k, v in out["shape"].items()}
-        return out
+    # -- the exact two passes: anchors from the side parameters alone, then the rest with their context --
+    def _pass_parameters(self, side_half: Tensor, anchors: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(scales, means) on the grid for one half: ``anchors`` None for the anchors' own pass (no context)."""
+        cb = self.y
+        if anchors is None:
+            context = side_half.new_zeros(side_half.shape)  # the context has 2M channels, as the side parameters
+        else:
+            context = cb.unembed(self.exact_context(cb.embed(torch.stack([anchors, torch.zeros_like(anchors)]))))[1]
+        scales, means = self._split(self.exact_parameters(torch.cat([context, side_half], dim=1)))
+        assert means is not None
+        return scales, means
 
-    def decompress(self, strings, shape, **kwargs) -> dict[str, Any]:
-        strings = _check_streams(f"quantizer '{PLUGIN}'", strings, STREAMS)
-        shape = self._check_shape(shape)
-        return {"y_hat": super().decompress(strings, shape)["y_hat"]}
+    def _encode_y(self, y: Tensor, side: Tensor) -> tuple[list[list[bytes]], Tensor]:
+        cb, gc = self.y, self.gaussian
+        side_, y_ = cb.unembed(side), cb.unembed(y)
+        strings, halves = [], []
+        for i in range(2):
+            scales, means = self._pass_parameters(side_[i], halves[0] if i else None)
+            symbols, y_hat = G.quantize(y_[i], means)
+            strings.append(G.encode(gc, symbols, G.scale_indexes(gc, scales)))
+            halves.append(y_hat)
+        return strings, cb.embed(torch.stack(halves))
 
-    def _check_shape(self, shape: Any) -> dict[str, tuple[int, ...]]:
-        what = f"quantizer '{PLUGIN}': shape must be {{'y': (channels, h, w), 'hyper': (h, w)}}"
-        if not isinstance(shape, dict) or set(shape) != {"y", "hyper"}:
-            raise BitstreamError(f"{what}; got {shape!r}")
-        try:
-            y, hyper = tuple(int(s) for s in shape["y"]), tuple(int(s) for s in shape["hyper"])
-        except (TypeError, ValueError):
-            raise BitstreamError(f"{what}; got {shape!r}") from None
-        if len(y) != 3 or len(hyper) != 2 or min(hyper) < 1:
-            raise BitstreamError(f"{what}; got {shape!r}")
-        # h_s upsamples the hyper-latent by exactly the stride: any other y shape cannot be decoded.
-        expected = (self.channels, *(s * self.stride for s in hyper))
-        if y != expected:
-            raise BitstreamError(f"quantizer '{PLUGIN}': a {hyper} hyper-latent gives a {expected} latent, not {y}")
-        return {"y": y, "hyper": hyper}
+    def _decode_y(self, strings: list[list[bytes]], shape: tuple[int, ...], side: Tensor) -> Tensor:
+        cb, gc = self.y, self.gaussian
+        side_ = cb.unembed(side)
+        halves: list[Tensor] = []
+        for i in range(2):
+            scales, means = self._pass_parameters(side_[i], halves[0] if i else None)
+            halves.append(G.dequantize(G.decode(gc, strings[i], G.scale_indexes(gc, scales)), means))
+        return cb.embed(torch.stack(halves))
+
+    def _quantize_y(self, y: Tensor, side: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        cb = self.y
+        side_, y_ = cb.unembed(side), cb.unembed(y)
+        halves, scales, means = [], [], []
+        for i in range(2):
+            s, m = self._pass_parameters(side_[i], halves[0] if i else None)
+            halves.append(G.quantize(y_[i], m)[1])
+            scales.append(s)
+            means.append(m)
+        return cb.embed(torch.stack(halves)), cb.embed(torch.stack(scales)), cb.embed(torch.stack(means))
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, N={self.N}, hyper_stages={self.hyper_stages}, mixed={self.mixed}"
+        return f"{super().extra_repr()}, mixed={self.mixed}"
 
 
 __all__ = ["CheckerboardQuantizer", "entropy_parameters"]

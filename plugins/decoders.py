@@ -23,7 +23,7 @@ from rdkit_ae.plugins.encoders import (
     make_activation,
     make_norm,
 )
-from rdkit_ae.plugins.shortcuts import LinearSynthesis, shuffle
+from rdkit_ae.plugins.linear_paths import LinearSynthesis, shuffle
 from rdkit_ae.registry import register
 
 UPSAMPLES = ("transpose", "nearest", "bilinear")

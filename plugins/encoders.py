@@ -16,7 +16,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from rdkit_ae.errors import PluginError
-from rdkit_ae.plugins.shortcuts import INITS, LinearAnalysis, unshuffle
+from rdkit_ae.plugin.checks import check_choice, check_int
+from rdkit_ae.plugins.linear_paths import INITS, LinearAnalysis, unshuffle
 from rdkit_ae.registry import register
 
 NORMS = ("batch", "group", "instance", "none")
@@ -28,26 +29,6 @@ MAX_STAGES = 8
 
 
 # -- shared option helpers ----------------------------------------------------
-def check_choice(plugin: str, param: str, value: object, allowed: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``allowed``, else raise a one-line PluginError."""
-    if not isinstance(value, str) or value not in allowed:
-        raise PluginError(f"{plugin}: {param} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
-    return value
-
-
-def check_int(plugin: str, param: str, value: object, minimum: int = 1, maximum: int | None = None) -> int:
-    """Return ``value`` as an int if it is an integer in [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise PluginError(f"{plugin}: {param} must be an integer; got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise PluginError(f"{plugin}: {param} must be {bounds}; got {value}")
-    return int(value)
-
-
 def check_channels(plugin: str, channels: object) -> tuple[int, ...]:
     """A non-empty sequence of at most MAX_STAGES positive ints (a TOML list or a tuple): one per stride-2 stage."""
     if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or len(channels) == 0:

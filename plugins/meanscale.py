@@ -10,16 +10,12 @@ CompressAI's ``MeanScaleHyperprior``, so its pretrained weights load (see
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn as nn
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.latent_codecs import GaussianConditionalLatentCodec, HyperLatentCodec, HyperpriorLatentCodec
+from compressai.entropy_models import GaussianConditional
+from compressai.latent_codecs import GaussianConditionalLatentCodec
 from compressai.models.utils import conv, deconv
-from torch import Tensor
 
-from rdkit_ae.plugins.encoders import check_int
-from rdkit_ae.plugins.quantizers import BitstreamError, _check_streams, _update_entropy_models, check_bool
+from rdkit_ae.plugin import HyperpriorCodec, check_bool, check_int
 from rdkit_ae.registry import register
 
 PLUGIN = "mean-scale-hyperprior"
@@ -51,7 +47,7 @@ def mean_scale_transforms(channels: int, N: int, stages: int) -> tuple[nn.Sequen
 
 
 @register("quantizer", PLUGIN)
-class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
+class MeanScaleHyperpriorQuantizer(HyperpriorCodec):
     """Entropy-coded latent with a mean-scale hyperprior (Minnen et al. 2018): Gaussian with predicted means and scales.
 
     ``z = h_a(y)`` (3x3 conv, then ``hyper_stages`` 5x5 stride-2 convs,
@@ -64,7 +60,8 @@ class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
     ``{"y": (h, w), "hyper": (h', w')}``; ``stride = 2 ** hyper_stages``.
     With ``hyper_stages = 2`` and the GDN transforms at N, M the model is
     CompressAI's ``mbt2018-mean`` layer for layer. Call ``update()`` before
-    ``compress``.
+    ``compress``; files then decode the same on every machine (scales and
+    means come from an integer copy of ``h_s``, on a 2**-8 grid).
 
     Args:
         channels: latent channels M.
@@ -76,6 +73,8 @@ class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
             straight-through gradient for the decoder; default false (noise).
     """
 
+    plugin_name = PLUGIN
+
     def __init__(self, channels: int, N: int = 128, hyper_stages: int = 2, mixed: bool = False):
         name = f"quantizer '{PLUGIN}'"
         channels = check_int(name, "channels", channels, 2)
@@ -85,60 +84,15 @@ class MeanScaleHyperpriorQuantizer(HyperpriorLatentCodec):
         h_a, h_s = mean_scale_transforms(channels, N, hyper_stages)
         # CompressAI's "ste" quantizer is exactly mixed quantization: noise likelihoods, STE-rounded y_hat.
         q = "ste" if mixed else "noise"
-        super().__init__(
-            latent_codec={
-                # CompressAI's MeanScaleHyperprior chunks h_s's output as (scales, means).
-                "y": GaussianConditionalLatentCodec(
-                    gaussian_conditional=GaussianConditional(None), chunks=("scales", "means"), quantizer=q
-                ),
-                "hyper": HyperLatentCodec(EntropyBottleneck(N), h_a, h_s, quantizer=q),
-            }
+        # CompressAI's MeanScaleHyperprior chunks h_s's output as (scales, means).
+        y_codec = GaussianConditionalLatentCodec(
+            gaussian_conditional=GaussianConditional(None), chunks=("scales", "means"), quantizer=q
         )
-        self.channels = channels
-        self.N = N
-        self.hyper_stages = hyper_stages
+        super().__init__(channels, N, hyper_stages, h_a, h_s, y_codec, q)
         self.mixed = mixed
-        self.stride = 2**hyper_stages
-
-    def update(self, scale_table=None, force: bool = False) -> bool:
-        """Build the CDF tables (EntropyBottleneck and Gaussian scale table) needed by ``compress``."""
-        return _update_entropy_models(self, scale_table, force)
-
-    def aux_loss(self) -> Tensor:
-        return self.hyper.entropy_bottleneck.loss()
-
-    def bitstream_layout(self, h: int, w: int) -> tuple[dict[str, tuple[int, int]], int]:
-        """What ``compress`` gives for an (h, w) latent: ``shape`` and the number of streams (for ``.rdk`` files)."""
-        return {"y": (h, w), "hyper": (h // self.stride, w // self.stride)}, 2
-
-    def compress(self, y: Tensor) -> dict[str, Any]:
-        if y.dim() != 4 or y.size(1) != self.channels:
-            raise BitstreamError(
-                f"quantizer '{PLUGIN}': expected a (B, {self.channels}, h, w) latent, got shape {tuple(y.shape)}"
-            )
-        out = super().compress(y)
-        out["shape"] = {k: tuple(int(s) for s in v) for k, v in out["shape"].items()}
-        return out
-
-    def decompress(self, strings, shape, **kwargs) -> dict[str, Any]:
-        strings = _check_streams(f"quantizer '{PLUGIN}'", strings, 2)
-        if not isinstance(shape, dict) or set(shape) != {"y", "hyper"}:
-            raise BitstreamError(f"quantizer '{PLUGIN}': shape must be {{'y': (h, w), 'hyper': (h, w)}}; got {shape!r}")
-        try:
-            shape = {k: tuple(int(s) for s in v) for k, v in shape.items()}
-        except (TypeError, ValueError):
-            raise BitstreamError(f"quantizer '{PLUGIN}': shape values must be (h, w); got {shape!r}") from None
-        # h_s upsamples the hyper-latent by exactly the stride: any other y shape cannot be decoded.
-        if shape["y"] != tuple(s * self.stride for s in shape["hyper"]):
-            raise BitstreamError(
-                f"quantizer '{PLUGIN}': a {shape['hyper']} hyper-latent gives a "
-                f"{tuple(s * self.stride for s in shape['hyper'])} latent, not {shape['y']}"
-            )
-        y_hat = super().decompress(strings, {"y": shape["y"], "hyper": shape["hyper"]})["y_hat"]
-        return {"y_hat": y_hat}
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, N={self.N}, hyper_stages={self.hyper_stages}, mixed={self.mixed}"
+        return f"{super().extra_repr()}, mixed={self.mixed}"
 
 
 __all__ = ["MeanScaleHyperpriorQuantizer", "mean_scale_transforms"]

@@ -26,7 +26,7 @@ from compressai.latent_codecs import LatentCodec
 from torch import Tensor
 
 from rdkit_ae.errors import PluginError, RdkitError
-from rdkit_ae.plugins.quantizers import _update_entropy_models
+from rdkit_ae.plugin.tables import update_entropy_models
 from rdkit_ae.registry import accepted_params, create, get_plugin, register
 
 PLUGIN = "gain"
@@ -192,7 +192,7 @@ class GainQuantizer(LatentCodec):
 
     def update(self, scale_table=None, force: bool = False) -> bool:
         """Build the inner quantizer's CDF tables."""
-        return _update_entropy_models(self, scale_table, force)
+        return update_entropy_models(self, scale_table, force)
 
     def aux_loss(self) -> Tensor:
         return self.inner.aux_loss()

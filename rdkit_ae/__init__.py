@@ -24,6 +24,9 @@ _API = {
     "register_decoder": "rdkit_ae.registry",
     "register_quantizer": "rdkit_ae.registry",
     "register_loss": "rdkit_ae.registry",
+    "register_callback": "rdkit_ae.registry",
+    "Callback": "rdkit_ae.training.callbacks",
+    "plugin": "rdkit_ae.plugin",
     "list_plugins": "rdkit_ae.registry",
     "get_plugin": "rdkit_ae.registry",
     "create": "rdkit_ae.registry",
@@ -54,6 +57,8 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "plugin":  # the plugin-author module itself
+        return importlib.import_module("rdkit_ae.plugin")
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'rdkit_ae' has no attribute {name!r}")

@@ -13,7 +13,9 @@ past its buffer.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import zlib
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -72,15 +74,43 @@ def _check_cdf_tables(m: EntropyModel, label: str) -> None:
 
 
 # -- guarded entropy coder -------------------------------------------------------
+class SymbolLedger:
+    """A running check of every symbol an entropy coder codes: what the encoder wrote, what a decoder read.
+
+    Each coder call adds the CRC-32 of its symbols (little-endian int32);
+    the digest is their sum modulo 2**32, so it does not depend on the order
+    in which a model codes its streams. Equal digests on both sides mean the
+    decoder recovered the encoder's symbols (see docs/format.md, version 3).
+    """
+
+    def __init__(self, side: str) -> None:
+        self.side = side  # "encode" or "decode": a compress that decodes its own strings counts them once
+        self.digest = 0
+        self.calls = 0
+
+    def add(self, symbols: np.ndarray) -> None:
+        data = np.ascontiguousarray(symbols, dtype="<i4").tobytes()
+        self.digest = (self.digest + zlib.crc32(data)) & 0xFFFFFFFF
+        self.calls += 1
+
+
 class _GuardedCoder:
-    """Wraps CompressAI's ``_EntropyCoder``: refuses what would crash or hang it, pads what it reads."""
+    """Wraps CompressAI's ``_EntropyCoder``: refuses what would crash or hang it, pads what it reads.
+
+    Decoded symbols are returned as one int32 NumPy array (CompressAI turns
+    them into a tensor; from an array that is a copy, from a list a slow
+    conversion), and added to the active :class:`SymbolLedger`, if any.
+    """
 
     def __init__(self, inner):
         self.inner = inner
         self.name = getattr(inner, "name", "ans")
+        self.ledger: SymbolLedger | None = None
 
     def encode_with_indexes(self, symbols, indexes, cdfs, cdf_lengths, offsets):
-        _check_encodable(symbols, indexes, cdf_lengths, offsets)
+        sym = _check_encodable(symbols, indexes, cdf_lengths, offsets)
+        if self.ledger is not None and self.ledger.side == "encode":
+            self.ledger.add(sym)
         return self.inner.encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets)
 
     def decode_with_indexes(self, string, indexes, cdfs, cdf_lengths, offsets):
@@ -90,9 +120,13 @@ class _GuardedCoder:
             raise FormatError(
                 f"corrupt data: an entropy-coded stream of {len(string)} bytes (expected a multiple of 4, at least 8)"
             )
-        return self.inner.decode_with_indexes(
+        values = self.inner.decode_with_indexes(
             string + bytes(_pad_bytes(len(indexes), len(string))), indexes, cdfs, cdf_lengths, offsets
         )
+        symbols = np.asarray(values, dtype=np.int32)
+        if self.ledger is not None and self.ledger.side == "decode":
+            self.ledger.add(symbols)
+        return symbols
 
     def __getattr__(self, name: str) -> Any:  # _encoder, _decoder, ...
         return getattr(self.inner, name)
@@ -109,7 +143,7 @@ def _pad_bytes(n_symbols: int, n_bytes: int) -> int:
     return 4 * (2 * n_symbols + 16 * (n_bytes // 4) + 1024)
 
 
-def _check_encodable(symbols, indexes, cdf_lengths, offsets) -> None:
+def _check_encodable(symbols, indexes, cdf_lengths, offsets) -> np.ndarray:
     """Refuse symbols that would hang the rANS encoder or overflow its output buffer.
 
     The encoder writes into a buffer of one 32-bit word per symbol: each
@@ -144,6 +178,22 @@ def _check_encodable(symbols, indexes, cdf_lengths, offsets) -> None:
             f"the latent needs up to {bits} bits for {n} symbols, more than the entropy coder's buffer "
             f"({32 * n} bits); its values are far outside the trained range"
         )
+    return sym
+
+
+@contextlib.contextmanager
+def symbol_ledger(model, side: str) -> Iterator[SymbolLedger]:
+    """Digest every symbol that ``model``'s (guarded) entropy coders encode (or decode: ``side``) inside the block."""
+    guard_entropy_coders(model)
+    coders = [m.entropy_coder for m in model.modules() if isinstance(m, EntropyModel)]
+    ledger = SymbolLedger(side)
+    for coder in coders:
+        coder.ledger = ledger
+    try:
+        yield ledger
+    finally:
+        for coder in coders:
+            coder.ledger = None
 
 
 def guard_entropy_coders(model) -> None:

@@ -11,7 +11,8 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from rdkit_ae.errors import RdkitError, RecipeError
+from rdkit_ae.errors import FormatError, PluginError, RdkitError, RecipeError
+from rdkit_ae.plugin.tables import update_entropy_models
 from rdkit_ae.limits import env_limit
 from rdkit_ae.recipe import Recipe, load_recipe
 from rdkit_ae.registry import accepted_params, create, get_plugin
@@ -92,6 +93,29 @@ class RDModel(CompressionModel):
             raise RdkitError("this model has a single rate: a lambda or rate index needs a variable-rate model")
         return float(self.latent_codec.set_rate(lmbda=lmbda, index=index))
 
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """Build the entropy coders' CDF tables and the integer networks of the portable entropy path.
+
+        ``CompressionModel.update`` plus :func:`rdkit_ae.plugin.update_entropy_models`'s
+        conversion, so every quantizer built on the plugin bases is portable
+        once updated. ``update_quantiles`` is accepted for CompressAI's signature.
+        """
+        return update_entropy_models(self, scale_table, force)
+
+    def aux_loss(self) -> Tensor:
+        """The quantizer's own ``aux_loss()`` when it has one, else CompressAI's sum over EntropyBottlenecks."""
+        own = getattr(self.latent_codec, "aux_loss", None)
+        if callable(own):
+            return own()
+        return super().aux_loss()
+
+    def plugin_name(self, part: str) -> str:
+        """``quantizer 'gain'``: a part (encoder, quantizer, decoder) as its recipe names it, for error messages."""
+        table = self.recipe[part] if self.recipe is not None and part in self.recipe.data else None
+        name = table.get("name") if isinstance(table, dict) else None
+        module = {"encoder": self.g_a, "quantizer": self.latent_codec, "decoder": self.g_s}[part]
+        return f"{part} '{name or type(module).__name__}'"
+
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict[str, Any]:
         """Real bitstreams: ``{"strings", "shape", "size"}`` (``size`` is the unpadded H, W)."""
@@ -104,11 +128,23 @@ class RDModel(CompressionModel):
     def decompress(
         self, strings: Sequence[Sequence[bytes]], shape: Any, size: tuple[int, int] | None = None
     ) -> dict[str, Tensor]:
-        y_hat = self.latent_codec.decompress(strings, shape)["y_hat"]
-        x_hat = self.g_s(y_hat)
+        y_hat = self._stage("quantizer", lambda: self.latent_codec.decompress(strings, shape)["y_hat"])
+        x_hat = self._stage("decoder", lambda: self.g_s(y_hat))
         if size is not None:
             x_hat = x_hat[..., : size[0], : size[1]]
         return {"x_hat": x_hat.clamp(0, 1)}
+
+    def _stage(self, part: str, run):
+        """Run one decoding stage; an exception from plugin code names the plugin (a bad file raises FormatError)."""
+        try:
+            return run()
+        except (FormatError, RdkitError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a third-party plugin raises, say whose it is
+            raise PluginError(
+                f"{self.plugin_name(part)} failed in decompress ({type(exc).__name__}: {one_line(exc, 200)}): "
+                "a bug in the plugin, or a file it cannot handle"
+            ) from exc
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(k, h, w) of the latent for an input of the given size (after padding)."""

@@ -21,8 +21,9 @@ ENTRY_POINT_GROUP = "rdkit_ae.plugins"
 BUILTIN_MODULES = (
     "rdkit_ae.plugins.encoders",
     "rdkit_ae.plugins.decoders",
-    "rdkit_ae.plugins.transforms",
-    "rdkit_ae.plugins.quantizers",
+    "rdkit_ae.plugins.block",
+    "rdkit_ae.plugins.fixed_rate",
+    "rdkit_ae.plugins.entropy_coded",
     "rdkit_ae.plugins.meanscale",
     "rdkit_ae.plugins.variable_rate",
     "rdkit_ae.plugins.checkerboard",
@@ -61,7 +62,8 @@ class Registry:
     kinds: list[str] = field(default_factory=lambda: ["encoder", "decoder", "quantizer", "loss", "callback"])
     _plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
-    _loaded: bool = False
+    _loaded: bool = False  # built-ins and entry points
+    _builtins: str = "no"  # "no", "loading", "yes"
     _origin: str = "user"
 
     # -- registration -------------------------------------------------
@@ -77,6 +79,9 @@ class Registry:
         is an error unless ``replace=True``.
         """
         self._check_kind(kind)
+        # The built-ins first, so that a user's replace=True of a built-in name wins over the
+        # built-in module imported later (and the built-in's own registration cannot fail on it).
+        self._load_builtins()
 
         def deco(obj):
             key = name or obj.__name__
@@ -138,14 +143,26 @@ class Registry:
         finally:
             self._origin = previous
 
+    def _load_builtins(self) -> None:
+        """Import the built-in plugin modules once (a registration during that import is one of them)."""
+        if self._builtins != "no":
+            return
+        self._builtins = "loading"
+        try:
+            with self._registering_as(BUILTIN):
+                for module in BUILTIN_MODULES:
+                    importlib.import_module(module)
+        except BaseException:
+            self._builtins = "no"  # nothing is marked loaded that is not: the next lookup tries again
+            raise
+        self._builtins = "yes"
+
     def load(self) -> None:
         """Import built-in plugins, then every entry point in ``rdkit_ae.plugins``."""
         if self._loaded:
             return
+        self._load_builtins()
         self._loaded = True
-        with self._registering_as(BUILTIN):
-            for module in BUILTIN_MODULES:
-                importlib.import_module(module)
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             origin = dist.name if dist is not None else ep.value
@@ -228,6 +245,7 @@ register_encoder = _kind_decorator("encoder")
 register_decoder = _kind_decorator("decoder")
 register_quantizer = _kind_decorator("quantizer")
 register_loss = _kind_decorator("loss")
+register_callback = _kind_decorator("callback")
 
 
 def get_plugin(kind: str, name: str) -> PluginInfo:

@@ -120,8 +120,8 @@ def test_too_short():
 
 
 def test_unknown_version():
-    bad = GOOD[:2] + bytes([container.VERSION_RATE + 1]) + GOOD[3:]
-    assert "unsupported .rdk version 3 (this rdkit-ae reads versions 1, 2)" in _err(bad)
+    bad = GOOD[:2] + bytes([container.VERSION_CHECKED_RATE + 1]) + GOOD[3:]
+    assert "unsupported .rdk version 5 (this rdkit-ae reads versions 1, 2, 3, 4)" in _err(bad)
 
 
 def test_truncated_anywhere():
@@ -135,12 +135,41 @@ def test_trailing_garbage():
     assert "checksum" in _err(GOOD + GOOD)
 
 
-def test_any_bit_flip_is_caught():
-    for i in range(len(GOOD)):
+def _caught(data: bytes, digest: int) -> bool:
+    """Refused by the parser, or (a version 3/4 file) by the check of the decoded symbols' digest."""
+    try:
+        packed = unpack(data)
+    except FormatError:
+        return True
+    try:
+        packed.check_symbols(digest)
+    except FormatError as exc:
+        assert "\n" not in str(exc) and "checksum mismatch" in str(exc)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("digest", [None, 0x1234ABCD])
+def test_any_bit_flip_is_caught(digest):
+    good = pack(MID, _compressed([b"\x01" * 40, b"\x02" * 12]), symbols=digest)
+    assert unpack(good).checked == (digest is not None)
+    for i in range(len(good)):
         for bit in range(8):
-            bad = bytearray(GOOD)
+            bad = bytearray(good)
             bad[i] ^= 1 << bit
-            _err(bytes(bad))
+            # A flip of version 1 to 3 makes an unchecked file a checked one: the symbol check refuses it.
+            assert _caught(bytes(bad), digest or 0), (i, bit)
+
+
+def test_checked_files_cost_no_byte_and_refuse_other_symbols():
+    plain = pack(MID, _compressed([b"\x01" * 40, b"\x02" * 12]))
+    checked = pack(MID, _compressed([b"\x01" * 40, b"\x02" * 12]), symbols=7)
+    assert len(checked) == len(plain) and checked[2] == container.VERSION_CHECKED and plain[2] == VERSION
+    rated = pack(MID, _compressed([b"\x01" * 40]), rate=1.5, symbols=7)
+    assert rated[2] == container.VERSION_CHECKED_RATE and unpack(rated).rate == 1.5
+    unpack(checked).check_symbols(7)
+    with pytest.raises(FormatError, match="decoded other symbols"):
+        unpack(checked).check_symbols(8)
 
 
 def _body(h: bytes, w: bytes, rest: bytes) -> bytes:

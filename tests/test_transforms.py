@@ -16,7 +16,7 @@ from rdkit_ae.data.datasets import ImageDataset
 from rdkit_ae.data.sources import load_images
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.model import build_model
-from rdkit_ae.plugins.shortcuts import block_pca, haar_basis
+from rdkit_ae.plugins.linear_paths import block_pca, haar_basis
 from rdkit_ae.recipe import Recipe, load_recipe
 from rdkit_ae.training import Callback, train
 from rdkit_ae.training.datainit import init_from_data

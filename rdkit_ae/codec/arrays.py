@@ -17,8 +17,9 @@ from rdkit_ae.codec.identity import ModelMismatchError, model_id
 from rdkit_ae.codec.layout import latent_layout, plain_shape
 from rdkit_ae.codec.rate import file_rate, stored_rate
 from rdkit_ae.data.sources import to_tensor, to_uint8
-from rdkit_ae.errors import DataError, FormatError, RdkitError
-from rdkit_ae.guards import guard_entropy_coders
+from rdkit_ae.codec.portability import entropy_path
+from rdkit_ae.errors import DataError, FormatError, PluginError, RdkitError
+from rdkit_ae.guards import guard_entropy_coders, symbol_ledger
 from rdkit_ae.text import one_line
 
 
@@ -53,19 +54,20 @@ def compress_array(
     """Compress one uint8 (H, W, 3) image to ``.rdk`` bytes (entropy models must be updated; coded in eval mode).
 
     A variable-rate model codes at its current operating point, which the file records.
+    The file (version 3, or 4 with a rate) carries a check of its symbols.
     """
     height, width = _check_image(image, max_pixels)
     guard_entropy_coders(model)
     mid = model_id(model) if mid is None else mid
     layout = latent_layout(model, height, width)
-    with evaluating(model), fixed_threads():
+    with evaluating(model), fixed_threads(), symbol_ledger(model, "encode") as ledger:
         out = model.compress(_as_input(image, model))
     if len(out["strings"]) != layout.streams or plain_shape(out["shape"]) != layout.shape:
         raise RdkitError(
             f"the quantizer produced shape {out['shape']!r} in {len(out['strings'])} streams, but "
             f"{layout.shape!r} in {layout.streams} was derived; .rdk cannot store this quantizer"
         )
-    return container.pack(mid, out, 0, max_pixels=max_pixels, rate=stored_rate(model))
+    return container.pack(mid, out, 0, max_pixels=max_pixels, rate=stored_rate(model), symbols=ledger.digest)
 
 
 def decompress_bytes(
@@ -80,6 +82,9 @@ def decompress_bytes(
 
     A file of a variable-rate model decodes at the rate position it stores
     (the model's own is restored after); a version 1 file at the model's.
+    Version 3/4 files decode on the portable entropy path and are refused
+    if the decoded symbols are not the encoder's; version 1/2 files decode
+    on the float path they were written with.
 
     A file claiming more than ``pixels_per_byte`` pixels per coded byte is
     refused before decoding (:func:`~rdkit_ae.codec.container.check_claim`);
@@ -94,12 +99,19 @@ def decompress_bytes(
     container.check_stream_count(len(packed.strings), layout)
     guard_entropy_coders(model)
     try:
-        with file_rate(model, packed.rate), evaluating(model), fixed_threads():
-            x_hat = model.decompress(packed.strings, layout.shape, packed.size)["x_hat"]
-    except FormatError:
-        raise
+        with file_rate(model, packed.rate), evaluating(model), fixed_threads(), entropy_path(model, packed.checked):
+            with symbol_ledger(model, "decode") as ledger:
+                x_hat = model.decompress(packed.strings, layout.shape, packed.size)["x_hat"]
+    except FormatError as exc:
+        if not packed.checked:
+            raise
+        # Its checksum can only be verified after decoding: what failed first is most likely damage.
+        raise FormatError(f"corrupt or truncated file: {exc}") from None
+    except PluginError:
+        raise  # a plugin that failed, named by the model
     except Exception as exc:  # the quantizer choked on corrupt strings; report, never crash
         raise FormatError(f"corrupt data: the model cannot decode it ({one_line(exc, 200)})") from None
+    packed.check_symbols(ledger.digest)
     if tuple(x_hat.shape) != (1, 3, height, width):
         raise FormatError(f"corrupt data: decoded to shape {tuple(x_hat.shape)}, expected (1, 3, {height}, {width})")
     return _to_image(x_hat)

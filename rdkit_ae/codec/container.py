@@ -8,6 +8,12 @@ Layout (all varints are unsigned LEB128, minimal length)::
 Version 1 files (fixed-rate models) have no ``rate``; version 2 files (a
 variable-rate model) store its rate position ``t`` as one varint (see
 :func:`rate_code`), so the decoder codes at the operating point of the encoder.
+Versions 3 and 4 are versions 1 and 2 with **checked symbols**: their CRC-32
+runs on over a 4-byte digest of every symbol the entropy coders coded (see
+:class:`rdkit_ae.guards.SymbolLedger`), which the file does not store. The
+decoder can only verify it after decoding, and a mismatch means the file is
+damaged or this machine decoded other symbols than the encoder wrote: never a
+silently wrong image, at no cost in bytes.
 
 The last stream's length is implicit (what remains before the checksum).
 Latent shapes are not stored: they follow from H, W and the model (the codec
@@ -32,7 +38,11 @@ from rdkit_ae.errors import FormatError
 MAGIC = b"RK"
 VERSION = 1  # fixed-rate models: no rate field (every file written before variable rate)
 VERSION_RATE = 2  # a variable-rate model: the rate position follows the model id
-VERSIONS = (VERSION, VERSION_RATE)
+VERSION_CHECKED = 3  # version 1 + checked symbols
+VERSION_CHECKED_RATE = 4  # version 2 + checked symbols
+VERSIONS = (VERSION, VERSION_RATE, VERSION_CHECKED, VERSION_CHECKED_RATE)
+RATE_VERSIONS = (VERSION_RATE, VERSION_CHECKED_RATE)
+CHECKED_VERSIONS = (VERSION_CHECKED, VERSION_CHECKED_RATE)
 # Rate positions on this grid (integer, half and quarter indices) are stored as 2 * t * RATE_GRID,
 # one byte below t = 16; any other float32 as 2 * bits + 1 (five bytes).
 RATE_GRID = 4
@@ -79,6 +89,23 @@ class Packed:
     version: int = VERSION
     header_bytes: int = field(default=0, compare=False)
     rate: float | None = None  # a variable-rate model's rate position (version 2), a float32 value
+    # Versions 3/4: the CRC-32 of the bytes before the checksum, and the stored checksum (verified after decoding).
+    body_crc: int = field(default=0, compare=False)
+    stored_crc: int = field(default=0, compare=False)
+
+    @property
+    def checked(self) -> bool:
+        """Whether the file carries a check of its decoded symbols (versions 3 and 4)."""
+        return self.version in CHECKED_VERSIONS
+
+    def check_symbols(self, digest: int) -> None:
+        """Raise :class:`FormatError` unless ``digest`` (of the decoded symbols) is the one the encoder wrote."""
+        if self.checked and symbols_crc(self.body_crc, digest) != self.stored_crc:
+            raise FormatError(
+                "checksum mismatch after decoding: the file is damaged or truncated, or this machine decoded other "
+                "symbols than the encoder wrote (a model whose entropy path is not portable; see "
+                "docs/format.md#determinism)"
+            )
 
     @property
     def payload_bytes(self) -> int:
@@ -155,6 +182,11 @@ def _rate_from_code(code: int) -> float:
 
 
 # -- packing ------------------------------------------------------------------
+def symbols_crc(body_crc: int, digest: int) -> int:
+    """The stored checksum of a version 3/4 file: its bytes' CRC-32 continued over the symbol digest."""
+    return zlib.crc32(int(digest).to_bytes(4, "big"), body_crc)
+
+
 def check_size(height: int, width: int, max_pixels: int) -> None:
     """Refuse an image size outside 1..MAX_SIDE per side or above ``max_pixels``."""
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
@@ -189,6 +221,7 @@ def pack(
     *,
     max_pixels: int = MAX_PIXELS,
     rate: float | None = None,
+    symbols: int | None = None,
 ) -> bytes:
     """The ``.rdk`` bytes of image ``index`` of an ``RDModel.compress`` output.
 
@@ -196,6 +229,9 @@ def pack(
     the latent ``shape`` is not stored (the decoder derives it from H, W).
     ``rate``: a variable-rate model's rate position (a version 2 file); None
     for a fixed-rate model (version 1, byte for byte as before).
+    ``symbols``: the digest of the image's coded symbols
+    (:class:`rdkit_ae.guards.SymbolLedger`): a version 3 (or 4, with a rate)
+    file of the same size, whose checksum covers it.
     """
     model_id = bytes(model_id)
     if len(model_id) != ID_BYTES:
@@ -207,7 +243,10 @@ def pack(
         raise FormatError(f"a quantizer with {len(streams)} streams cannot be stored (1..{MAX_STREAMS})")
     strings = [bytes(stream[index]) for stream in streams]
     head = bytearray(MAGIC)
-    head.append(VERSION if rate is None else VERSION_RATE)
+    if symbols is None:
+        head.append(VERSION if rate is None else VERSION_RATE)
+    else:
+        head.append(VERSION_CHECKED if rate is None else VERSION_CHECKED_RATE)
     head += model_id
     if rate is not None:
         head += _varint(rate_code(rate))
@@ -215,7 +254,8 @@ def pack(
     for s in strings[:-1]:
         head += _varint(len(s))
     body = bytes(head) + b"".join(strings)
-    return body + zlib.crc32(body).to_bytes(CRC_BYTES, "big")
+    crc = zlib.crc32(body) if symbols is None else symbols_crc(zlib.crc32(body), symbols)
+    return body + crc.to_bytes(CRC_BYTES, "big")
 
 
 # -- unpacking -----------------------------------------------------------------
@@ -264,7 +304,8 @@ def unpack(
     check_claim(height, width, remaining, pixels_per_byte)
 
     stored_crc = int.from_bytes(data[end:], "big")
-    if zlib.crc32(data[:end]) != stored_crc:
+    body_crc = zlib.crc32(data[:end])
+    if version not in CHECKED_VERSIONS and body_crc != stored_crc:
         raise FormatError("corrupt or truncated file: checksum mismatch")
 
     strings: list[list[bytes]] = []
@@ -276,7 +317,7 @@ def unpack(
         expected = layout(height, width)
         check_stream_count(len(strings), expected)
         shape = expected.shape
-    return Packed(model_id, (height, width), strings, shape, version, header_end + CRC_BYTES, rate)
+    return Packed(model_id, (height, width), strings, shape, version, header_end + CRC_BYTES, rate, body_crc, stored_crc)
 
 
 def _read_head(data: bytes) -> tuple[int, bytes, float | None, int]:
@@ -297,7 +338,7 @@ def _read_head(data: bytes) -> tuple[int, bytes, float | None, int]:
         )
     pos = len(MAGIC) + 1 + ID_BYTES
     rate = None
-    if version == VERSION_RATE:
+    if version in RATE_VERSIONS:
         code, pos = _read_varint(data, pos, n - CRC_BYTES, "rate")
         rate = _rate_from_code(code)
     return version, data[len(MAGIC) + 1 : len(MAGIC) + 1 + ID_BYTES], rate, pos

@@ -9,6 +9,7 @@ import torch
 
 from rdkit_ae.codec import container
 from rdkit_ae.errors import FormatError
+from rdkit_ae.plugin.exact import integer_networks
 
 _ID_DOMAIN = b"rdkit-ae model id v1\0"
 
@@ -30,8 +31,11 @@ def model_id(model, recipe=None) -> bytes:
     Only ``[encoder]``, ``[quantizer]`` and ``[decoder]`` count (training
     settings do not change what a file decodes to); the state dict includes
     the entropy coder's CDF tables, so two models that would code differently
-    get different ids.
+    get different ids. The integer networks of the portable path are left
+    out: they are derived from the float weights (rdkit_ae.plugin.exact), so
+    files written before they existed keep the id of their model.
     """
+    derived = tuple(f"{name}." for name, _ in integer_networks(model))
     recipe = recipe if recipe is not None else getattr(model, "recipe", None)
     h = hashlib.sha256(_ID_DOMAIN)
     if recipe is not None:
@@ -39,7 +43,7 @@ def model_id(model, recipe=None) -> bytes:
         h.update(json.dumps(sections, sort_keys=True, separators=(",", ":")).encode())
     h.update(b"\0")
     for key, value in sorted(model.state_dict().items()):
-        if not isinstance(value, torch.Tensor):
+        if not isinstance(value, torch.Tensor) or key.startswith(derived):
             continue
         t = value.detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())

@@ -2,7 +2,7 @@
 
 ``encoder "block"``: the image is cut into ``factor x factor`` blocks
 (``3 * factor**2`` channels); the latent is the sum of a linear 1x1 path
-(orthonormal components, see :mod:`rdkit_ae.plugins.shortcuts`) and a
+(orthonormal components, see :mod:`rdkit_ae.plugins.linear_paths`) and a
 nonlinear residual ``conv3x3 -> GDN -> conv3x3 -> GDN -> conv3x3``. With both
 paths the residual's last layer starts at zero, so training starts from the
 linear transform coder. ``decoder "block"`` mirrors it: the transpose 1x1
@@ -21,9 +21,8 @@ from compressai.layers import GDN
 from torch import Tensor
 
 from rdkit_ae.errors import PluginError
-from rdkit_ae.plugins.encoders import check_choice, check_int
-from rdkit_ae.plugins.quantizers import check_bool
-from rdkit_ae.plugins.shortcuts import INITS, LinearAnalysis, LinearSynthesis, shuffle, unshuffle
+from rdkit_ae.plugin.checks import check_bool, check_choice, check_int
+from rdkit_ae.plugins.linear_paths import INITS, LinearAnalysis, LinearSynthesis, shuffle, unshuffle
 from rdkit_ae.registry import register
 
 MAX_FACTOR = 32

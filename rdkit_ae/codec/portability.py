@@ -1,0 +1,31 @@
+"""Which entropy-parameter path decodes a file: the portable (integer) one, or the float one of old files.
+
+Files of versions 3 and 4 are written on the portable path (see
+:mod:`rdkit_ae.plugin.exact`); versions 1 and 2 were written by the float
+networks, so they decode on those, as before, with the same guarantees as
+before (same machine and software stack: docs/format.md, Determinism).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rdkit_ae.plugin.hyperprior import HyperpriorCodec
+
+
+@contextlib.contextmanager
+def entropy_path(model, portable: bool) -> Iterator[None]:
+    """Inside the block, every hyperprior-family quantizer of ``model`` uses the portable path or the float one."""
+    codecs = [m for m in model.modules() if isinstance(m, HyperpriorCodec)]
+    before = [c.portable for c in codecs]
+    for c in codecs:
+        c.portable = portable
+    try:
+        yield
+    finally:
+        for c, b in zip(codecs, before):
+            c.portable = b
+
+
+__all__ = ["entropy_path"]
