@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rdkit_ae.evaluation.bdrate import bd_psnr, bd_rate, bjontegaard, clean_curve
+from rdkit_ae.evaluation.bdrate import bd_psnr, bd_rate, bjontegaard, clean_curve, psnr_at, rate_window
 
 # An anchor whose log-rate is exactly linear in PSNR: R = e^((q - 30) / 10).
 PSNR = np.array([30.0, 32.5, 35.0, 37.0, 40.0])
@@ -127,3 +127,42 @@ def test_sign_convention_better_test_is_negative():
     # The test reaches each PSNR with 20% fewer bits: -20%, and more dB at equal rate.
     res = bjontegaard(RATE, PSNR, RATE * 0.8, PSNR)
     assert res.bd_rate == pytest.approx(-20.0) and res.bd_psnr > 0
+
+
+# -- a rate window and the quality at one rate ---------------------------------------------------------------
+WIDE_PSNR = np.arange(24.0, 46.0, 2.0)  # 11 points, rates e^-0.6 .. e^1.4 (0.55 .. 4.06)
+WIDE_RATE = np.exp((WIDE_PSNR - 30.0) / 10.0)
+
+
+def test_rate_window_keeps_the_inside_and_the_nearest_point_outside_on_each_side():
+    rates = [3.5, 0.5, 1.0, 2.0, 0.8, 2.9, 4.0]  # unsorted on purpose
+    quality = [r * 10 for r in rates]
+    r, q = rate_window(rates, quality, (1.0, 3.0))
+    assert r == [0.8, 1.0, 2.0, 2.9, 3.5] and q == [8.0, 10.0, 20.0, 29.0, 35.0]
+    assert rate_window([1.5, 2.5], [1, 2], (1.0, 3.0)) == ([1.5, 2.5], [1, 2])  # nothing outside: nothing added
+    assert rate_window([0.1, 0.2, 5.0], [1, 2, 3], (1.0, 3.0)) == ([0.2, 5.0], [2, 3])  # no point inside
+    with pytest.raises(ValueError, match="rate window"):
+        rate_window([1.0], [1.0], (3.0, 1.0))
+
+
+def test_bd_over_a_window_of_known_curves():
+    # A test curve that needs 20% fewer bits than the anchor from 0.97 bpp up and 70% fewer below: its
+    # window (1-3 bpp, with 0.977 and 3.24 the nearest outside) and the anchor's follow the -20% law, so
+    # the delta over the window is -20% exactly; over the whole curves it is something else.
+    factor = np.where(WIDE_PSNR >= 32.0, 0.8, 0.3)
+    test_rate = WIDE_RATE * factor
+    res = bjontegaard(WIDE_RATE, WIDE_PSNR, test_rate, WIDE_PSNR, window=(1.0, 3.0))
+    assert res.window == (1.0, 3.0) and res.method == "cubic"
+    assert res.bd_rate == pytest.approx(-20.0, abs=1e-9)
+    assert res.bd_psnr == pytest.approx(10.0 * math.log(1 / 0.8), abs=1e-9)  # 10 dB per e of rate
+    whole = bjontegaard(WIDE_RATE, WIDE_PSNR, test_rate, WIDE_PSNR)
+    assert whole.window is None and abs(whole.bd_rate - (-20.0)) > 1.0
+
+
+def test_psnr_at_interpolates_linearly_between_the_points_around_it():
+    assert psnr_at([1.0, 3.0, 2.0], [30.0, 34.0, 31.0], 2.0) == 31.0
+    assert psnr_at([1.0, 3.0, 2.0], [30.0, 34.0, 31.0], 2.5) == pytest.approx(32.5)
+    assert psnr_at([1.0, 3.0], [30.0, 34.0], 1.0) == 30.0 and psnr_at([1.0, 3.0], [30.0, 34.0], 3.0) == 34.0
+    assert psnr_at([1.0, 3.0], [30.0, 34.0], 0.9) is None and psnr_at([1.0, 3.0], [30.0, 34.0], 3.1) is None
+    assert psnr_at([], [], 2.0) is None
+    assert psnr_at(WIDE_RATE, WIDE_PSNR, 2.0) == pytest.approx(float(np.interp(2.0, WIDE_RATE, WIDE_PSNR)), abs=1e-12)

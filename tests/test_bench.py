@@ -128,6 +128,24 @@ points = [{ "loss.rate.weight" = 0.01, "encoder.N" = 8 }, { "loss.rate.weight" =
             '[[external]]\npath = "ext.json"\nname = "JPEG"\n',
             "curve names must be unique; repeated: JPEG",
         ),
+        (
+            '[data]\neval = "data/d.npz"\n[budget]\nfit_schedule = 1\n[classical]\nwebp = [5]\n',
+            "[budget].fit_schedule must be true or false, got 1",
+        ),
+        (
+            '[data]\neval = "data/d.npz"\ntrain = "data/d.npz"\n[budget]\nfit_schedule = true\n'
+            '[[model]]\nrecipe = "conv-mse"\n[classical]\nwebp = [5]\n',
+            "[[model]] #1 (conv-mse): fit_schedule = true sizes the plan to a time_budget",
+        ),
+        (
+            '[data]\neval = "data/d.npz"\ntrain = "data/d.npz"\n[budget]\nepochs = 3\n[[model]]\n'
+            'recipe = "conv-mse"\nbudget = { fit_schedule = true, time_budget = 1 }\n[classical]\nwebp = [5]\n',
+            "fit_schedule = true sets the planned epochs: drop epochs",
+        ),
+        (
+            'bd_window = [3, 1]\n[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\n',
+            "bd_window must be [low, high] rates in bpp with 0 <= low < high, got [3, 1]",
+        ),
     ],
 )
 def test_spec_errors_are_one_line(tmp_path, data, body, message):
@@ -189,7 +207,7 @@ def test_sweep_outputs(tmp_path, data):
     assert "Anchor: **WebP**" in md and "| JPEG | classical | 2 |" in md
     assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((out / "sweep.json").read_text())
-    assert meta["machine"]["cpu_count"] and meta["eval_data"].endswith("d.npz[-12:]")
+    assert meta["machine"]["cores"] and meta["machine"]["cpu"] and meta["eval_data"].endswith("d.npz[-12:]")
     # Train [:24] and eval [-12:] of 40 images do not overlap: no warning.
     assert not any("WARNING" in n for n in res.notes)
 
@@ -322,3 +340,20 @@ def test_committed_specs_parse():
     nominal = sorted({build_model(p.recipe).nominal_bits(32, 32) / 1024 for p in full.points if p.curve == "conv-mse"})
     assert nominal[0] == 0.5 and nominal[-1] == 4.0
     assert sum(60 * p.budget.get("time_budget", 1.0) for p in full.points) <= 40 * 60
+
+
+def test_bd_window_cuts_every_curve_to_the_rates_of_interest(tmp_path, data):
+    from rdkit_ae.evaluation.bdrate import bjontegaard
+
+    rates, psnr = [0.2, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], [20.0, 23.0, 26.0, 28.0, 30.0, 32.0, 34.0, 37.0]
+    for name, scale in (("a", 1.0), ("b", 0.8)):
+        entry = {"name": name, "results": {"bpp": [r * scale for r in rates], "psnr-rgb": psnr}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(entry))
+    body = 'anchor = "a"\nbd_window = [1, 3]\n[data]\neval = "data/d.npz"\n'
+    body += '[[external]]\npath = "a.json"\n[[external]]\npath = "b.json"\n'
+    res = run_sweep(write_spec(tmp_path, body), tmp_path / "out")
+    assert res.bd["window"] == [1.0, 3.0]
+    expected = bjontegaard(rates, psnr, [r * 0.8 for r in rates], psnr, window=(1.0, 3.0))
+    assert res.bd["curves"]["b"]["bd_rate"] == pytest.approx(expected.bd_rate) and expected.window == (1.0, 3.0)
+    assert res.bd["curves"]["b"]["window"] == [1.0, 3.0]
+    assert "Rate window: 1-3 bpp" in (tmp_path / "out" / "bd_rate.md").read_text()

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import time
 from pathlib import Path
 from typing import Any
-
-import torch
-from PIL import __version__ as pillow_version
 
 from rdkit_ae.bench.spec import SweepSpec, effective_env
 from rdkit_ae.evaluation.bdrate import bjontegaard, bjontegaard_version
 from rdkit_ae.evaluation.plots import plot_rd
 from rdkit_ae.evaluation.results import compressai_entry, write_records_csv
 from rdkit_ae.files import atomic_write_text, write_json
+from rdkit_ae.machine import machine_info
 
 Curves = dict[str, dict[str, Any]]  # name -> {"kind", "description", "points": [PointResult]}
 
@@ -66,26 +63,6 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "curve"
 
 
-def machine_info() -> dict[str, Any]:
-    try:
-        import compressai
-
-        compressai_version = compressai.__version__
-    except Exception:  # a broken optional import must not lose a finished sweep's reports
-        compressai_version = "?"
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "compressai": compressai_version,
-        "pillow": pillow_version,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) -> dict[str, Path]:
     """Write every report into ``out``; returns {file name: path}."""
     files = {name: out / name for name in ("results.json", "results.csv", "bd_rate.json", "bd_rate.md", "rd.png")}
@@ -98,7 +75,7 @@ def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) 
             write_json(out / "curves" / f"{slug(name)}.json", entry)
     write_json(files["results.json"], entries)
     write_records_csv(files["results.csv"], csv_rows(curves, spec.base))
-    bd = bd_table(spec.anchor, curves)
+    bd = bd_table(spec.anchor, curves, spec.bd_window)
     write_json(files["bd_rate.json"], bd)
     atomic_write_text(files["bd_rate.md"], bd_markdown(spec, bd, curves, notes))
     n_images = next(
@@ -160,8 +137,8 @@ def csv_rows(curves: Curves, base: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def bd_table(anchor_name: str, curves: Curves) -> dict[str, Any]:
-    """BD-rate and BD-PSNR (PSNR vs bpp) of every curve against the anchor."""
+def bd_table(anchor_name: str, curves: Curves, window: tuple[float, float] | None = None) -> dict[str, Any]:
+    """BD-rate and BD-PSNR (PSNR vs bpp) of every curve against the anchor (over ``window`` bpp when given)."""
     anchor = curves.get(anchor_name)
     bd: dict[str, Any] = {
         "anchor": anchor_name,
@@ -170,6 +147,8 @@ def bd_table(anchor_name: str, curves: Curves) -> dict[str, Any]:
         "library": f"bjontegaard {bjontegaard_version}",
         "curves": {},
     }
+    if window is not None:
+        bd["window"] = list(window)
     if anchor is None or not anchor["points"]:
         bd["error"] = f"anchor '{anchor_name}' has no points"
         return bd
@@ -178,7 +157,8 @@ def bd_table(anchor_name: str, curves: Curves) -> dict[str, Any]:
     for name, c in curves.items():
         if name == anchor_name or not c["points"]:
             continue
-        res = bjontegaard(ar, aq, [p.summary["bpp"] for p in c["points"]], [p.summary["psnr"] for p in c["points"]])
+        rates, psnrs = [p.summary["bpp"] for p in c["points"]], [p.summary["psnr"] for p in c["points"]]
+        res = bjontegaard(ar, aq, rates, psnrs, window=window)
         bd["curves"][name] = {"kind": c["kind"], "points": len(c["points"]), **res.to_dict()}
     return bd
 
@@ -221,6 +201,9 @@ def bd_markdown(spec: SweepSpec, bd: dict[str, Any], curves: Curves, notes: list
         "(JVET CTC; used below 4 points), akima = Akima spline.",
         "",
     ]
+    if "window" in bd:
+        lo, hi = bd["window"]
+        lines += [f"Rate window: {lo:g}-{hi:g} bpp (each curve's points in it and the nearest outside each side).", ""]
     if "error" in bd:
         lines += [f"Not computed: {bd['error']}.", ""]
     lines += [

@@ -23,6 +23,7 @@ from rdkit_ae.bench.spec_tables import (
     ModelCurve,
     Point,
     SpecError,
+    bd_window_value,
     budget_table,
     codec_sweeps,
     data_spec,
@@ -37,7 +38,7 @@ from rdkit_ae.evaluation.classic import get_codec
 
 TOP_KEYS = (
     "name", "description", "anchor", "seed", "data", "budget", "eval", "env", "model", "classical", "external",
-    "parallel",
+    "parallel", "bd_window",
 )  # fmt: skip
 
 __all__ = [
@@ -72,6 +73,7 @@ class SweepSpec:
     env: dict[str, str] = field(default_factory=dict)  # variables for the trainings, where the user has not set them
     env_paths: tuple[str, ...] = ()  # the [env] names given as { path = ... }
     parallel: dict[str, Any] = field(default_factory=dict)  # [parallel]: defaults for --jobs, --executor, ...
+    bd_window: tuple[float, float] | None = None  # BD figures over this rate window (bpp); None: whole curves
 
     @property
     def points(self) -> list[Point]:
@@ -169,6 +171,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         env,
         env_paths,
         parallel_table(raw.get("parallel", {}), source),
+        bd_window_value(raw.get("bd_window"), source),
     )
     _check_curves(spec, source)
     return spec

@@ -19,7 +19,8 @@ from rdkit_ae.model import build_model
 from rdkit_ae.recipe import Recipe, load_recipe, parse_override
 
 INT_BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "limit_val")
-BUDGET_KEYS = (*INT_BUDGET_KEYS, "time_budget", "val_fraction")
+BOOL_BUDGET_KEYS = ("fit_schedule",)  # size the plan to time_budget (rdkit_ae.training.fit_schedule)
+BUDGET_KEYS = (*INT_BUDGET_KEYS, "time_budget", "val_fraction", *BOOL_BUDGET_KEYS)
 MODEL_KEYS = ("recipe", "name", "set", "grid", "points", "budget", "rates", "lambdas")
 DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
 
@@ -139,6 +140,10 @@ def budget_table(value: Any, where: str, source: str) -> dict[str, Any]:
         raise SpecError(f"{source}: {where} must be a table")
     _unknown(value, BUDGET_KEYS, where, source)
     for k, v in value.items():
+        if k in BOOL_BUDGET_KEYS:
+            if not isinstance(v, bool):
+                raise SpecError(f"{source}: {where}.{k} must be true or false, got {v!r}")
+            continue
         if k in INT_BUDGET_KEYS and not (_is_int(v) and v > 0):
             raise SpecError(f"{source}: {where}.{k} must be a positive integer, got {v!r}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
@@ -146,6 +151,25 @@ def budget_table(value: Any, where: str, source: str) -> dict[str, Any]:
         if k == "val_fraction" and v >= 1:
             raise SpecError(f"{source}: {where}.val_fraction must be between 0 and 1, got {v!r}")
     return dict(value)
+
+
+def check_point_budget(budget: dict[str, Any], where: str, source: str) -> None:
+    """A point's whole budget ([budget] and its own): ``fit_schedule`` needs ``time_budget`` and no ``epochs``."""
+    if budget.get("fit_schedule"):
+        if "time_budget" not in budget:
+            raise SpecError(f"{source}: {where}: fit_schedule = true sizes the plan to a time_budget: give one")
+        if "epochs" in budget:
+            raise SpecError(f"{source}: {where}: fit_schedule = true sets the planned epochs: drop epochs")
+
+
+def bd_window_value(value: Any, source: str) -> tuple[float, float] | None:
+    """``bd_window = [low, high]`` (bpp): the BD figures use each curve's points in it and the nearest outside."""
+    if value is None:
+        return None
+    ok = isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+    if not ok or not 0 <= value[0] < value[1]:
+        raise SpecError(f"{source}: bd_window must be [low, high] rates in bpp with 0 <= low < high, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def eval_table(value: Any, source: str) -> tuple[int, str]:
@@ -206,6 +230,7 @@ def _model_curve(entry: Any, where: str, base: Path, budget: dict[str, Any], sou
     except RdkitError as exc:
         raise SpecError(f"{source}: {where}.set: {exc}") from None
     point_budget = {**budget, **budget_table(entry.get("budget", {}), f"{where}.budget", source)}
+    check_point_budget(point_budget, f"{where} ({name})", source)
     asked = _rates_asked(entry, where, source)
     points = []
     for overrides in _points_of(entry, where, source):

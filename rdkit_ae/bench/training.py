@@ -59,12 +59,20 @@ def _recovered(ckpt: Path, stopped: Any, epochs: Any, steps: Any) -> TrainOutcom
     )
 
 
+def _stored_epochs(payload: dict[str, Any], path: Path) -> int | None:
+    try:
+        return int(Recipe.from_toml(payload["recipe"], "recipe", str(path)).train["epochs"])
+    except (RdkitError, KeyError, TypeError, ValueError):
+        return None
+
+
 def finished_run(train_dir: Path, recipe: Recipe, budget: dict[str, Any]) -> TrainOutcome | None:
     """The outcome of a training that finished but was not recorded (the sweep was stopped), else None.
 
     Finished means the trainer wrote ``run.json`` (its last write), or its
     ``last.pt`` is at the end of the plan (the budget's ``max_steps``, or the
-    plan's epochs) and only the closing bookkeeping was cut short. Training
+    epochs of the recipe stored in it) and only the closing bookkeeping was
+    cut short. Training
     such a run again would only repeat it; resuming it is refused by the
     trainer.
     """
@@ -75,11 +83,13 @@ def finished_run(train_dir: Path, recipe: Recipe, budget: dict[str, Any]) -> Tra
     if not last.is_file():
         return None
     try:
-        position: Any = load_checkpoint(last, map_location="cpu").get("position")
+        payload = load_checkpoint(last, map_location="cpu")
+        position: Any = payload.get("position")
         epoch, step = int(position["epoch"]), int(position["step"])
     except (RdkitError, KeyError, TypeError, ValueError, AttributeError):
         return None  # not a trainer's checkpoint (or unreadable): let the caller resume or start over
-    plan_epochs = budget.get("epochs", recipe.train.get("epochs"))
+    # The run's own plan: the epochs its stored recipe holds (fit_schedule sizes them while training).
+    plan_epochs = _stored_epochs(payload, last) or budget.get("epochs", recipe.train.get("epochs"))
     max_steps = budget.get("max_steps")
     if plan_epochs is not None and epoch >= plan_epochs:
         stopped = "completed"

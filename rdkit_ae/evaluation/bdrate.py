@@ -24,6 +24,13 @@ PSNR than some cheaper point), so each curve is strictly increasing and the
 fits are functions. Nothing is extrapolated: the integrals run over the
 overlap only; when the ranges do not overlap the delta is None and the notes
 say why.
+
+A rate window (``bjontegaard(..., window=(1.0, 3.0))``) restricts both
+curves to the rates of interest: the points inside it plus the nearest one
+outside on each side (:func:`rate_window`), so the fits span the window
+without being shaped by far-away points. :func:`psnr_at` reads a curve's
+PSNR at one rate (e.g. 2.0 bpp, compression ratio 12), interpolating
+linearly between the measured points on each side.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class BDResult:
     quality_overlap: tuple[float, float] | None  # PSNR interval used for BD-rate
     rate_overlap: tuple[float, float] | None  # rate interval used for BD-PSNR
     notes: list[str] = field(default_factory=list)
+    window: tuple[float, float] | None = None  # the rate window the curves were cut to (see rate_window)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,14 +127,71 @@ def _choose(method: str, a: Curve, t: Curve, notes: list[str]) -> str:
     return method
 
 
+def _sorted(rates: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    if len(rates) != len(quality):
+        raise ValueError(f"a curve needs as many rates as qualities ({len(rates)} vs {len(quality)})")
+    r, q = np.asarray(rates, dtype=np.float64).reshape(-1), np.asarray(quality, dtype=np.float64).reshape(-1)
+    order = np.argsort(r, kind="stable")
+    return r[order], q[order]
+
+
+def _check_window(window: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in window)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+        raise ValueError(f"a rate window needs 0 <= low < high, got {window!r}")
+    return lo, hi
+
+
+def rate_window(
+    rates: Sequence[float], quality: Sequence[float], window: tuple[float, float]
+) -> tuple[list[float], list[float]]:
+    """The points of a curve (sorted by rate) inside ``window`` plus the nearest one outside on each side."""
+    lo, hi = _check_window(window)
+    r, q = _sorted(rates, quality)
+    first = max(int(np.searchsorted(r, lo, side="left")) - 1, 0)
+    stop = min(int(np.searchsorted(r, hi, side="right")) + 1, len(r))
+    return r[first:stop].tolist(), q[first:stop].tolist()
+
+
+def psnr_at(rates: Sequence[float], quality: Sequence[float], rate: float) -> float | None:
+    """A curve's quality at ``rate``: linear between the measured points on each side; None outside the curve."""
+    r, q = _sorted(rates, quality)
+    keep = np.isfinite(r) & np.isfinite(q)
+    r, q = r[keep], q[keep]
+    if len(r) == 0 or not r[0] <= rate <= r[-1]:
+        return None
+    return float(np.interp(rate, r, q))
+
+
 def bjontegaard(
     anchor_rate: Sequence[float],
     anchor_psnr: Sequence[float],
     test_rate: Sequence[float],
     test_psnr: Sequence[float],
     method: str = "auto",
+    window: tuple[float, float] | None = None,
 ) -> BDResult:
-    """BD-rate (%) and BD-PSNR (dB) of a test curve against an anchor curve."""
+    """BD-rate (%) and BD-PSNR (dB) of a test curve against an anchor curve.
+
+    ``window`` (rates ``(low, high)``): both curves are first cut to
+    :func:`rate_window` (recorded in ``BDResult.window``).
+    """
+    if window is not None:
+        window = _check_window(window)
+        anchor_rate, anchor_psnr = rate_window(anchor_rate, anchor_psnr, window)
+        test_rate, test_psnr = rate_window(test_rate, test_psnr, window)
+    res = _bjontegaard(anchor_rate, anchor_psnr, test_rate, test_psnr, method)
+    res.window = window
+    return res
+
+
+def _bjontegaard(
+    anchor_rate: Sequence[float],
+    anchor_psnr: Sequence[float],
+    test_rate: Sequence[float],
+    test_psnr: Sequence[float],
+    method: str,
+) -> BDResult:
     a, t = clean_curve(anchor_rate, anchor_psnr), clean_curve(test_rate, test_psnr)
     notes = [
         f"{who}: {c.dropped} point(s) dropped (invalid or dominated: no PSNR gain for more bits)"
