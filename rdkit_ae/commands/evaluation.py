@@ -35,12 +35,15 @@ def _numbers(option: str, values: List[str]) -> list[float]:
     return out
 
 
-def operating_points(lambdas: List[str], rates: List[str]) -> list[tuple[Optional[float], Optional[float]]]:
-    """``(lmbda, rate index)`` per operating point asked for; ``[(None, None)]``: each checkpoint as it is."""
+def operating_points(lambdas: List[str], rates: List[str]) -> Optional[list[tuple[Optional[float], Optional[float]]]]:
+    """``(lmbda, rate index)`` per operating point asked for; ``[(None, None)]``: each checkpoint as it is;
+    None for ``--rate all``: every point each checkpoint was trained for."""
     from rdkit_ae.errors import RdkitError
 
     if lambdas and rates:
         raise RdkitError("use either --lambda or --rate, not both")
+    if [r.strip().lower() for r in rates] == ["all"]:
+        return None
     if lambdas:
         return [(v, None) for v in _numbers("--lambda", lambdas)]
     if rates:
@@ -48,16 +51,21 @@ def operating_points(lambdas: List[str], rates: List[str]) -> list[tuple[Optiona
     return [(None, None)]
 
 
-def _check_points(checkpoints: List[Path], points, device: str) -> None:
-    """Every checkpoint can code at every point: checked before any evaluation, so no work is lost to a typo."""
+def _points_of(checkpoints: List[Path], points, device: str) -> list[list[tuple[Optional[float], Optional[float]]]]:
+    """Each checkpoint's points, checked before any evaluation, so no work is lost to a typo (``points`` None:
+    each checkpoint's trained points)."""
     from rdkit_ae.checkpoint import load_model
-    from rdkit_ae.evaluation.evaluator import check_operating_points
+    from rdkit_ae.evaluation.evaluator import check_operating_points, trained_operating_points
 
     if points == [(None, None)]:
-        return
+        return [points for _ in checkpoints]
+    out = []
     for path in checkpoints:
         model, _, _ = load_model(path, map_location=device)
-        check_operating_points(model, points, str(path))
+        chosen = trained_operating_points(model) if points is None else points
+        check_operating_points(model, chosen, str(path))
+        out.append(chosen)
+    return out
 
 
 @app.command("eval")
@@ -101,7 +109,7 @@ def eval_(
         [],
         "--rate",
         help="variable-rate model: evaluate at these rate indices 0..K-1 (repeat or comma-separate, e.g. "
-        "--rate 0,1,2,3); default: the quantizer's own point, the middle of its range",
+        "--rate 0,1,2,3; all: every trained point); default: the quantizer's own point, the middle of its range",
     ),
 ) -> None:
     """Compress images to real bytes with each checkpoint, decompress, and report rate and quality."""
@@ -122,7 +130,7 @@ def eval_(
     set_image_pixel_limit(max_pixels)  # images are read lazily, one by one, with this limit
     check_pad(pad)
     points = operating_points(lambdas, rates)
-    _check_points(checkpoints, points, device)
+    per_checkpoint = _points_of(checkpoints, points, device)
     images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
     console = _console()
     results = []
@@ -134,12 +142,12 @@ def eval_(
         console=console,
         transient=True,
     ) as progress:
-        for path in checkpoints:
-            task = progress.add_task(f"eval {path.name}", total=len(images) * len(points))
+        for path, chosen in zip(checkpoints, per_checkpoint):
+            task = progress.add_task(f"eval {path.name}", total=len(images) * len(chosen))
             for r in evaluate_operating_points(
                 path,
                 images,
-                points,
+                chosen,
                 batch_size=batch_size,
                 device=device,
                 check_exact=check,

@@ -36,6 +36,7 @@ __all__ = [
     "evaluate",
     "evaluate_checkpoint",
     "evaluate_operating_points",
+    "trained_operating_points",
 ]
 
 
@@ -227,15 +228,28 @@ def evaluate_checkpoint(
     return evaluate_operating_points(path, images, [(lmbda, rate)], **kwargs)[0]
 
 
+def trained_operating_points(model) -> list[tuple[float | None, float | None]]:
+    """Every point a model was trained for, as ``(lmbda, rate index)``: each lambda of a variable-rate model
+    by its index (``(None, 0.0)``, ``(None, 1.0)``, ...), else ``[(None, None)]`` (the model as it is)."""
+    lambdas = getattr(model.latent_codec, "lambdas", None) if getattr(model, "variable_rate", False) else None
+    if not lambdas:
+        return [(None, None)]
+    return [(None, float(i)) for i in range(len(lambdas))]
+
+
 def evaluate_operating_points(
-    path: str | Path, images, points: Sequence[tuple[float | None, float | None]], **kwargs: Any
+    path: str | Path, images, points: Sequence[tuple[float | None, float | None]] | None = None, **kwargs: Any
 ) -> list[EvalResult]:
     """Load a checkpoint once and :func:`evaluate` it at each ``(lmbda, rate index)`` (``(None, None)``: as is).
 
     Several points of a variable-rate model make one RD curve from one
-    checkpoint; a fixed-rate one given a lambda or rate raises :class:`RdkitError`.
+    checkpoint; ``points=None`` means every trained one
+    (:func:`trained_operating_points`); a fixed-rate model given a lambda or
+    rate raises :class:`RdkitError`. ``kwargs`` go to :func:`evaluate`.
     """
     model, recipe, _ = load_model(path, map_location=kwargs.get("device", "cpu"))
+    if points is None:
+        points = trained_operating_points(model)
     check_operating_points(model, points, str(path))
     results = []
     for lmbda, rate in points:

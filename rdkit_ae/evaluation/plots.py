@@ -32,18 +32,22 @@ def plot_rd(
     title: str = "",
     kinds: dict[str, str] | None = None,
     dpi: int = 150,
+    metrics: Sequence[str] = ("psnr-rgb", "ssim-rgb"),
 ) -> Path:
-    """Draw one line per curve in a PSNR panel and an SSIM panel; save as PNG."""
+    """Draw one line per curve in a PSNR panel and an SSIM panel (``metrics``: which of them); save as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     kinds = kinds or {}
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    panels = [(key, label) for key, label in PANELS if key in metrics]
+    if not panels:
+        raise ValueError(f"metrics must name some of {', '.join(k for k, _ in PANELS)}, got {list(metrics)!r}")
+    fig = Figure(figsize=(6.5 * len(panels), 5.5), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     all_bpp = [b for e in entries for b in e["results"].get("bpp", []) if b and b > 0]
-    for ax, (key, ylabel) in zip(axes, PANELS):
+    for ax, (key, ylabel) in zip(axes, panels):
         drawn = 0
         for i, e in enumerate(entries):
             r = e["results"]
