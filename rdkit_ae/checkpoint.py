@@ -82,7 +82,7 @@ def load_checkpoint(
     # a bare pickle) is not ours, and torch would describe it confusingly.
     if not zipfile.is_zipfile(p):
         raise CheckpointError(f"{p}: not a readable checkpoint (not a PyTorch zip archive)")
-    _check_archive_size(p, checkpoint_byte_limit(max_params))
+    check_archive_size(p, checkpoint_byte_limit(max_params))
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -110,8 +110,12 @@ def load_checkpoint(
     return payload
 
 
-def _check_archive_size(p: Path, limit: int) -> None:
-    """Refuse, before torch reads it, an archive whose members would unpack to more than ``limit`` bytes."""
+def check_archive_size(p: Path, limit: int, hint: str = f"set {MAX_PARAMS_ENV} to allow larger models") -> None:
+    """Refuse, before torch reads it, an archive whose members would unpack to more than ``limit`` bytes.
+
+    The sizes are the central directory's, which torch's reader allocates
+    for each record it reads (``hint`` ends the message).
+    """
     try:
         with zipfile.ZipFile(p) as zf:
             total = sum(info.file_size for info in zf.infolist())
@@ -119,24 +123,30 @@ def _check_archive_size(p: Path, limit: int) -> None:
         raise CheckpointError(f"{p}: not a readable checkpoint ({one_line(exc, 200)})") from None
     if total > limit:
         raise CheckpointError(
-            f"{p}: refused: the archive unpacks to {total:,} bytes, more than the limit of {limit:,} "
-            f"(set {MAX_PARAMS_ENV} to allow larger models)"
+            f"{p}: refused: the archive unpacks to {total:,} bytes, more than the limit of {limit:,} ({hint})"
         )
 
 
 def _check_weights(p: Path, payload: dict[str, Any], max_params: int | None) -> None:
     state = payload["model"]
-    limit = param_limit() if max_params is None else int(max_params)
-    count = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
-    # Parameters plus buffers (entropy tables): twice the parameter limit is generous.
-    if count > 2 * limit:
-        raise CheckpointError(f"{p}: refused: the weights hold {count:,} numbers, more than the limit of {2 * limit:,}")
+    check_number_count(p, state, max_params)
     digest = payload.get(DIGEST_KEY)
     if digest is None:
         return  # written before digests were stored
     if not isinstance(digest, str) or digest != state_digest(state):
         raise CheckpointError(
             f"{p}: the weights do not match their stored digest (the file is corrupted or was edited)"
+        )
+
+
+def check_number_count(where: str | Path, state: Mapping[str, Any], max_params: int | None = None) -> None:
+    """Refuse weights holding more numbers than twice the parameter limit (parameters plus entropy tables)."""
+    limit = param_limit() if max_params is None else int(max_params)
+    count = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+    # Parameters plus buffers (entropy tables): twice the parameter limit is generous.
+    if count > 2 * limit:
+        raise CheckpointError(
+            f"{where}: refused: the weights hold {count:,} numbers, more than the limit of {2 * limit:,}"
         )
 
 
@@ -169,8 +179,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, ma
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: weights do not fit the stored recipe ({msg[:300]})") from None
     model.eval()
-    _check_quantiles(model, path)
-    check_finite_weights(model, str(path))  # before update(): NaN weights would make NaN tables
+    check_before_update(model, path)
     model.update()
     check_model(model, str(path))
     guard_entropy_coders(model)
@@ -179,13 +188,34 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", *, ma
 
 def _check_shapes(path: str | Path, shapes: dict[str, tuple[int, ...]] | None, state: dict[str, Any]) -> None:
     """Stored parameters must have the shapes the recipe's model gives them."""
+    stored = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    wrong = shape_mismatch(shapes, stored)
+    if wrong is not None:
+        name, have, shape = wrong
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored recipe ('{name}' is {have}, the recipe gives {shape})"
+        )
+
+
+def shape_mismatch(
+    shapes: Mapping[str, tuple[int, ...]] | None, stored: Mapping[str, tuple[int, ...]]
+) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
+    """The first planned parameter whose stored shape differs: ``(name, stored, planned)``; None if all fit."""
     for name, shape in (shapes or {}).items():
-        stored = state.get(name)
-        if isinstance(stored, torch.Tensor) and tuple(stored.shape) != shape:
-            raise CheckpointError(
-                f"{path}: weights do not fit the stored recipe ('{name}' is {tuple(stored.shape)}, the recipe "
-                f"gives {shape})"
-            )
+        have = stored.get(name)
+        if have is not None and tuple(have) != shape:
+            return name, tuple(have), shape
+    return None
+
+
+def check_before_update(model: torch.nn.Module, where: str | Path) -> None:
+    """What must hold before ``update()`` builds tables: sane quantile spans, then finite weights.
+
+    Both would otherwise make ``update()`` misbehave: a huge span allocates a
+    table as long as it, NaN quantiles or weights give NaN tables.
+    """
+    _check_quantiles(model, where)
+    check_finite_weights(model, str(where))
 
 
 def _check_quantiles(model: torch.nn.Module, path: str | Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import compressai.zoo
-from compressai.zoo.image import cfgs, model_architectures
+from compressai.zoo.image import cfgs, model_architectures, model_urls
 
 from rdkit_ae.errors import RdkitError
 
@@ -58,6 +58,25 @@ class Architecture:
             raise RdkitError(f"{self.name}: quality must be in {q[0]}..{q[-1]}; got {quality}")
         N, M = cfgs[self.name][quality]
         return int(N), int(M)
+
+    def pretrained_url(self, quality: int, metric: str) -> str:
+        """Where CompressAI publishes its pretrained weights for ``quality`` and ``metric``."""
+        url = model_urls.get(self.name, {}).get(metric, {}).get(quality)
+        if url is None:
+            raise RdkitError(f"CompressAI {self.name} quality {quality} ({metric}): no pretrained weights published")
+        return str(url)
+
+    @staticmethod
+    def stored_sizes(shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int] | None:
+        """(N, M) of stored weights, read as CompressAI's ``from_state_dict`` reads them; None if absent.
+
+        N and M are the output channels of ``g_a``'s first and last
+        convolutions (4-D weights), the same in every supported architecture.
+        """
+        first, last = shapes.get("g_a.0.weight"), shapes.get("g_a.6.weight")
+        if first is None or last is None or len(first) != 4 or len(last) != 4:
+            return None
+        return int(first[0]), int(last[0])
 
     def overrides(self, N: int, M: int) -> dict[str, Any]:
         """Recipe overrides that give this architecture's model at sizes N, M."""
