@@ -17,7 +17,7 @@ from rdkit_ae.codec.identity import ModelMismatchError, model_id
 from rdkit_ae.codec.layout import latent_layout, plain_shape
 from rdkit_ae.codec.rate import file_rate, stored_rate
 from rdkit_ae.data.sources import to_tensor, to_uint8
-from rdkit_ae.codec.portability import entropy_path
+from rdkit_ae.codec.portability import path_for_version
 from rdkit_ae.errors import DataError, FormatError, PluginError, RdkitError
 from rdkit_ae.guards import guard_entropy_coders, symbol_ledger
 from rdkit_ae.text import one_line
@@ -99,7 +99,7 @@ def decompress_bytes(
     container.check_stream_count(len(packed.strings), layout)
     guard_entropy_coders(model)
     try:
-        with file_rate(model, packed.rate), evaluating(model), fixed_threads(), entropy_path(model, packed.checked):
+        with file_rate(model, packed.rate), evaluating(model), fixed_threads(), path_for_version(model, packed.checked):
             with symbol_ledger(model, "decode") as ledger:
                 x_hat = model.decompress(packed.strings, layout.shape, packed.size)["x_hat"]
     except FormatError as exc:

@@ -2,7 +2,9 @@
 
 oneDNN convolutions round differently at different thread counts, so every
 model computation of the codec runs with :data:`CODEC_THREADS` threads,
-whatever the caller's setting (see docs/format.md).
+whatever the caller's setting (see docs/format.md). What chooses a CDF no
+longer depends on it (the portable entropy path is exact at any thread
+count); the float synthesis does, by at most one level per pixel.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ CODEC_THREADS = 1
 
 
 @contextlib.contextmanager
-def fixed_threads(n: int = CODEC_THREADS) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads inside the block (and no autograd)."""
+def fixed_threads(n: int | None = None) -> Iterator[None]:
+    """Run torch with ``n`` (default :data:`CODEC_THREADS`) intra-op threads inside the block, without autograd."""
+    n = CODEC_THREADS if n is None else n
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -14,6 +14,11 @@ from typing import Iterator
 from rdkit_ae.plugin.hyperprior import HyperpriorCodec
 
 
+def path_for_version(model, checked: bool):
+    """Decoding a file: version 1/2 (not ``checked``) on the float path; version 3/4 as the model is set."""
+    return contextlib.nullcontext() if checked else entropy_path(model, portable=False)
+
+
 @contextlib.contextmanager
 def entropy_path(model, portable: bool) -> Iterator[None]:
     """Inside the block, every hyperprior-family quantizer of ``model`` uses the portable path or the float one."""
@@ -28,4 +33,4 @@ def entropy_path(model, portable: bool) -> Iterator[None]:
             c.portable = b
 
 
-__all__ = ["entropy_path"]
+__all__ = ["entropy_path", "path_for_version"]
