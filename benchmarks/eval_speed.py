@@ -20,8 +20,6 @@ for representative figures.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -29,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from rdkit_ae.machine import machine_summary
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -114,10 +114,7 @@ def main() -> None:
 
     base = n / statistics.median(base_s)
     ours = n / statistics.median(ours_s)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
-    )
+    print(f"machine: {machine_summary(threads=torch.get_num_threads())}")
     print(
         f"model: {args.checkpoint or 'factorized (untrained zoo recipe)'}; {n} images of {images.array.shape[1]}x"
         f"{images.array.shape[2]} in batches of {args.batch_size}; {args.repeats} repeats (medians)"

@@ -2,11 +2,12 @@
 
 For images no model saw (Kodak, CIFAR-10's test set, your own folder): every
 checkpoint is evaluated at every trained rate (a variable-rate model's lambdas,
-or its one point) with real ``.rdk`` files, WebP (Pillow, method 6) at every
-quality 0-100 (in steps of ``--webp-step``) on the same images, and BD-rate / BD-PSNR against WebP over
-``--window`` bpp (default 1-3; the points inside plus the nearest outside on
-each side, on the range both curves cover). Writes a markdown table and the
-curves as JSON.
+or its one point: ``rdkit eval --rate all``, here through
+``rdkit_ae.evaluation.evaluate_operating_points``) with real ``.rdk`` files,
+WebP (Pillow, method 6) at qualities 0-100 in steps of ``--webp-step`` on the
+same images, and BD-rate / BD-PSNR against WebP over ``--window`` bpp (default
+1-3; the points inside plus the nearest outside on each side, on the range
+both curves cover). Writes a markdown table and the curves as JSON.
 
     python benchmarks/held_out.py runs/fast-vr/best.pt --images ../shared/data/kodak
     python benchmarks/held_out.py a.pt b.pt --images cifar10 --split val --limit 1000   # CIFAR-10 test images
@@ -19,22 +20,22 @@ import sys
 import time
 from pathlib import Path
 
-from time_to_quality import RATE_WINDOW, ROOT, fmt, rd_points, summarize, webp_curve  # same folder
-
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "kodak"
+CR12_BPP = 2.0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", type=Path, nargs="+")
     ap.add_argument("--images", default=str(DEFAULT_IMAGES), help="image folder, .npz, or cifar10")
     ap.add_argument("--split", default="all", help="all | train | val (cifar10: val is the test set)")
     ap.add_argument("--limit", type=int, default=None, help="first N images of the split")
-    ap.add_argument("--window", type=float, nargs=2, default=RATE_WINDOW, metavar=("LO", "HI"), help="BD range (bpp)")
+    ap.add_argument("--window", type=float, nargs=2, default=(1.0, 3.0), metavar=("LO", "HI"), help="BD range (bpp)")
     ap.add_argument("--webp-step", type=int, default=5, help="WebP qualities 0-100 in steps of this [default: 5]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "held_out")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     missing = [str(c) for c in args.checkpoints if not c.is_file()]
     if missing:
         sys.exit(f"checkpoint not found: {', '.join(missing)}")
@@ -42,7 +43,11 @@ def main() -> None:
 
     from rdkit_ae.data.sources import load_images
     from rdkit_ae.errors import RdkitError
+    from rdkit_ae.evaluation import classic, evaluate_operating_points
+    from rdkit_ae.evaluation.bdrate import bjontegaard, psnr_at
     from rdkit_ae.files import write_json
+    from rdkit_ae.machine import machine_info, machine_summary
+    from rdkit_ae.text import fmt
 
     torch.set_num_threads(args.threads)
     try:
@@ -50,18 +55,37 @@ def main() -> None:
     except RdkitError as e:
         sys.exit(str(e))
     t0 = time.perf_counter()
-    webp = webp_curve(images, range(0, 101, args.webp_step))
+    sweep = classic.sweep(images, "webp", list(range(0, 101, args.webp_step)), options={"method": 6})
+    webp = {"bpp": [r.summary["bpp"] for r in sweep], "psnr-rgb": [r.summary["psnr"] for r in sweep]}
     print(f"WebP on {len(images)} images of {images.name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
+    window = (float(args.window[0]), float(args.window[1]))
     rows = []
     for ckpt in args.checkpoints:
-        curve = rd_points(ckpt, images)
-        rows.append(summarize(ckpt.stem, curve, webp, {}, rates=tuple(args.window)))
-    lo, hi = args.window
+        points = evaluate_operating_points(ckpt, images, batch_size=100, check_exact=False)  # every trained point
+        curve = {
+            "bpp": [float(r.summary["container_bpp"]) for r in points],  # whole .rdk files
+            "psnr-rgb": [float(r.summary["psnr"]) for r in points],
+            "lambda": [r.meta["lambda"] for r in points if "lambda" in r.meta],
+        }
+        bd = bjontegaard(webp["bpp"], webp["psnr-rgb"], curve["bpp"], curve["psnr-rgb"], window=window)
+        rows.append(
+            {
+                "name": ckpt.stem,
+                "bd_rate_vs_webp": bd.bd_rate,
+                "bd_psnr_vs_webp": bd.bd_psnr,
+                "bd_method": bd.method,
+                "bd_notes": bd.notes,
+                "psnr_at_2bpp": psnr_at(curve["bpp"], curve["psnr-rgb"], CR12_BPP),
+                "webp_psnr_at_2bpp": psnr_at(webp["bpp"], webp["psnr-rgb"], CR12_BPP),
+                "results": curve,
+            }
+        )
+    lo, hi = window
     lines = [
         f"Held-out check on {len(images)} images of `{images.name}` (split {args.split}): real .rdk files "
         f"against WebP (method 6, qualities 0-100 in steps of {args.webp_step}) on the same images; "
-        f"BD over {lo:g}-{hi:g} bpp.",
+        f"BD over {lo:g}-{hi:g} bpp. Machine: {machine_summary(threads=args.threads)}.",
         "",
         "| checkpoint | BD-rate vs WebP | BD-PSNR | PSNR at 2.0 bpp (WebP) | bpp range | PSNR range |",
         "|---|---|---|---|---|---|",
@@ -77,7 +101,8 @@ def main() -> None:
     lines += (["", "Notes: " + "; ".join(notes)] if notes else []) + [""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{images.name}.md").write_text("\n".join(lines), encoding="utf-8")
-    write_json(args.out / f"{images.name}.json", {"images": images.name, "webp": webp, "curves": rows})
+    result = {"images": images.name, "window": list(window), "machine": machine_info(), "webp": webp, "curves": rows}
+    write_json(args.out / f"{images.name}.json", result)
     print("\n".join(lines))
 
 

@@ -1,6 +1,6 @@
 """conv-hybrid (MSE + 0.1 VGG perceptual) against conv-mse: same data, same budget, real bitstreams.
 
-Trains both recipes with ``rdkit_ae.train.train`` on the same split of the
+Trains both recipes with ``rdkit_ae.training.train`` on the same split of the
 same data (default ../shared/data/cifar10-lossless/dev.npz, validation = 10%
 chosen by the seed), with the same planned epochs and, if given, the same
 time budget; each run ends with the real-bitstream evaluation of its best.pt
@@ -121,10 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = f"{args.epochs} planned epochs" + (f", at most {args.time_budget:g} min each" if args.time_budget else "")
     if args.max_steps:
         budget += f", at most {args.max_steps} steps"
-    from train_speed import cpu_name  # same folder
+    from rdkit_ae.machine import machine_summary
 
-    threads = args.threads or torch.get_num_threads()
-    machine = f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads"
+    machine = machine_summary(threads=args.threads or torch.get_num_threads())
     lines = [
         "# " + " vs ".join(args.recipes) + "".join(f", with and without {label}" for label, _ in variants[1:]),
         "",

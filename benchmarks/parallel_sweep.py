@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 from rdkit_ae.bench import load_spec, run_sweep
 from rdkit_ae.bench.executors import InProcess
 from rdkit_ae.bench.local_executor import LocalProcesses
+from rdkit_ae.machine import machine_summary
 from rdkit_ae.worker_setup import available_cores
 
 HERE = Path(__file__).resolve().parent
@@ -87,7 +87,7 @@ def main() -> None:
         same = _results(one) == _results(many)
 
     per_job = statistics.mean(rate_n) / statistics.mean(rate_1)
-    print(f"machine: {platform.processor() or platform.machine()}, {cores} core(s) for this process")
+    print(f"machine: {machine_summary()}; {cores} core(s) for this process")
     print(f"sweep {args.spec.name}: {len(rate_1)} training points, 1 thread per job")
     print(f"wall clock: --jobs 1 {wall_1:.1f} s, --jobs {args.jobs} {wall_n:.1f} s, ratio {wall_1 / wall_n:.2f}x")
     print(

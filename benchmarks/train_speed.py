@@ -33,7 +33,6 @@ import copy
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,19 +42,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rdkit_ae.machine import machine_info, machine_summary
+
 REPO = Path(__file__).resolve().parents[1]
 DEV_NPZ = REPO.parent / "shared" / "data" / "cifar10-lossless" / "dev.npz"
 VGG_FILE = REPO.parent / "shared" / "models" / "vgg16-caffe-features-conv1_1-conv4_3.pth"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_batches(n_batches: int, batch: int, seed: int) -> tuple[list[torch.Tensor], float]:
@@ -277,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RDKIT_VGG_PREPROCESSING", "caffe")
     n_batches = max(args.warmup, args.steps) + args.steps
     batches, data_ms = make_batches(n_batches, args.batch, args.seed)
-    machine = f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = machine_summary(threads=torch.get_num_threads())
     print(f"machine: {machine}")
     print(f"batch {args.batch} of 32x32, {args.rounds} rounds x {args.steps} steps per implementation (medians)")
     print(f"toolkit batch assembly (gather + float + flip + jitter): {data_ms:.2f} ms per batch (not in the step)")
@@ -306,7 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
-            json.dumps({"machine": machine, "batch": args.batch, "data_ms": data_ms, "results": results}, indent=2)
+            json.dumps(
+                {
+                    "machine": machine,
+                    "machine_info": machine_info(),
+                    "batch": args.batch,
+                    "data_ms": data_ms,
+                    "results": results,
+                },
+                indent=2,
+            )
         )
     return 0 if all(r["ratio"] <= args.limit for r in results) else 1
 

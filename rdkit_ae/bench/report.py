@@ -63,8 +63,10 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "curve"
 
 
-def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) -> dict[str, Path]:
-    """Write every report into ``out``; returns {file name: path}."""
+def write_reports(
+    out: Path, spec: SweepSpec, curves: Curves, notes: list[str], executor: str | None = None
+) -> dict[str, Path]:
+    """Write every report into ``out``; returns {file name: path}. ``executor``: how the jobs ran (sweep.json)."""
     files = {name: out / name for name in ("results.json", "results.csv", "bd_rate.json", "bd_rate.md", "rd.png")}
     entries = []
     for name, c in curves.items():
@@ -88,7 +90,7 @@ def write_reports(out: Path, spec: SweepSpec, curves: Curves, notes: list[str]) 
         kinds={n: c["kind"] for n, c in curves.items()},
     )
     files["sweep.json"] = out / "sweep.json"
-    write_json(files["sweep.json"], sweep_info(spec, notes))
+    write_json(files["sweep.json"], sweep_info(spec, notes, executor))
     return files
 
 
@@ -163,10 +165,18 @@ def bd_table(anchor_name: str, curves: Curves, window: tuple[float, float] | Non
     return bd
 
 
-def sweep_info(spec: SweepSpec, notes: list[str]) -> dict[str, Any]:
-    """sweep.json: what was run, on what, where (paths relative to the spec's folder)."""
+def sweep_info(spec: SweepSpec, notes: list[str], executor: str | None = None) -> dict[str, Any]:
+    """sweep.json: what was run, on what, where (paths relative to the spec's folder).
+
+    ``models``: each learned curve's recipe, its trainings and their budget
+    (the [budget] table merged with the curve's own); ``executor``: how this
+    invocation ran its jobs (points taken from the cache ran earlier).
+    """
     base = spec.base
     env = effective_env(spec)
+    models = {
+        m.name: {"recipe": m.recipe, "trainings": len(m.points), "budget": m.points[0].budget} for m in spec.models
+    }
     return {
         "name": spec.name,
         "description": spec.description,
@@ -176,9 +186,12 @@ def sweep_info(spec: SweepSpec, notes: list[str]) -> dict[str, Any]:
         "eval_data": spec.eval_data.describe(base=base),
         "eval_pad": spec.eval_data.pad,
         "budget": spec.budget,
+        "models": models,
+        "bd_window": list(spec.bd_window) if spec.bd_window else None,
         "seed": spec.seed,
         "env": {k: relative(v, base) if k in spec.env_paths else v for k, v in env.items()},
         "machine": machine_info(),
+        "executor": executor,
         "notes": notes,
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -118,12 +118,13 @@ def run_sweep(
 
     plan = plan_sweep(spec, out, eval_ref, train, resume)
     ctx = JobContext({eval_ref.key: images}, train_fn, note=reporter.note)
-    results = (executor or InProcess()).run(plan, ctx, reporter, deadline)
+    executor = executor or InProcess()
+    results = executor.run(plan, ctx, reporter, deadline)
 
     curves = _curves(spec, results.points)
     report_notes = notes + [f"FAILED: {f}" for f in results.failures]
     if results.left:
         report_notes.append(f"NOT RUN (the sweep's time budget ran out): {', '.join(results.left)}")
-    files = write_reports(out, spec, curves, report_notes)
+    files = write_reports(out, spec, curves, report_notes, executor.describe())
     bd = json.loads(files["bd_rate.json"].read_text(encoding="utf-8"))
     return SweepResult(out, curves, bd, files, results.trained, notes, results.failures, results.left)
