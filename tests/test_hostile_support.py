@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -26,14 +27,31 @@ class Run:
     peak_mb: float  # the child's peak resident memory
 
 
-def run_cli(tmp_path: Path, *args: object, env: dict[str, str] | None = None, timeout: float = 180) -> Run:
-    """``python -m rdkit_ae ARGS`` in a fresh process (a segfault fails the test, not the run), with its peak memory."""
+def run_cli(
+    tmp_path: Path,
+    *args: object,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    max_vm_mb: float | None = None,
+) -> Run:
+    """``python -m rdkit_ae ARGS`` in a fresh process (a segfault fails the test, not the run), with its peak memory.
+
+    ``max_vm_mb`` caps the child's address space (``RLIMIT_AS``): a regression
+    that allocates gigabytes then fails the test with a MemoryError instead of
+    taking the machine's memory.
+    """
     out, err = tmp_path / "cli.out", tmp_path / "cli.err"
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    limit = None if max_vm_mb is None else int(max_vm_mb * 2**20)
     start = time.monotonic()
     with out.open("w") as fo, err.open("w") as fe:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rdkit_ae", *map(str, args)], stdout=fo, stderr=fe, env=full_env, cwd=REPO
+            [sys.executable, "-m", "rdkit_ae", *map(str, args)],
+            stdout=fo,
+            stderr=fe,
+            env=full_env,
+            cwd=REPO,
+            preexec_fn=None if limit is None else lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
         )
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
