@@ -2,7 +2,8 @@
 
 Every checkpoint, result and report the toolkit writes goes through
 :func:`atomic_write_bytes`, so a crash or a kill mid-write leaves the previous
-file intact and never a torn one.
+file intact and never a torn one, and never replaces a device node, FIFO or
+socket (:func:`check_writable`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
 import numpy as np
+
+from rdkit_ae.errors import RdkitError
 
 
 def _umask() -> int:
@@ -24,9 +28,26 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(path: Path) -> None:
+    """Refuse a path that is neither new, a regular file nor a link: renaming over it would replace a device node.
+
+    Run as root, ``os.replace(tmp, "/dev/null")`` replaces the system's
+    ``/dev/null`` with a regular file. A symbolic link is itself replaced,
+    not what it points to, so it is allowed here (commands refuse links to
+    such files up front: :func:`rdkit_ae.commands.outputs.check_outputs`).
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise RdkitError(f"refusing to write {path}: it exists and is not a regular file (a device, FIFO or folder)")
+
+
 def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -8,6 +8,7 @@ before any work; the inputs keep their bytes.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,53 @@ def test_check_outputs_directly(tmp_path):
     with pytest.raises(RdkitError, match="already exists"):
         check_outputs([("-o", a)], [])
     check_outputs([("-o", a)], [], force=True)
+
+
+def _special_files(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO, a link to it and, as root, a character device equal to /dev/null (never the system's own)."""
+    fifo = tmp_path / "fifo.png"  # decompress writes images only: a name it would accept
+    os.mkfifo(fifo)
+    link = tmp_path / "link-to-fifo.png"
+    link.symlink_to(fifo)
+    out = {"a FIFO": fifo, "a link to a FIFO": link}
+    if os.geteuid() == 0:
+        node = tmp_path / "null.png"
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        out["a character device"] = node
+    return out
+
+
+def _unchanged(path: Path, kind: str) -> bool:
+    mode = os.stat(path).st_mode
+    return stat.S_ISCHR(mode) if kind == "a character device" else stat.S_ISFIFO(mode)
+
+
+def test_outputs_onto_device_nodes_and_fifos_are_refused_with_force(files, tmp_path):
+    """Issue #20: `-o /dev/null --force` as root replaced the system's /dev/null with a regular file."""
+    weights = tmp_path / "w.pth.tar"
+    weights.write_bytes(b"not read: the output is checked first")
+    for kind, target in _special_files(tmp_path).items():
+        what = "a FIFO" if "FIFO" in kind else kind
+        commands = [
+            ("compress", files["png"], "-m", files["ck"], "-o", target),
+            ("decompress", files["rdk"], "-m", files["ck"], "-o", target),
+            ("export", "compressai", files["ck"], "-o", target),
+            ("import", "compressai", "bmshj2018-factorized", "-w", weights, "-o", target),
+            ("eval", files["ck"], "--data", files["npz"], "--out", target),
+        ]
+        for args in commands:
+            refused(rdkit(*args, "--force"), f"is {what}, not a regular file")
+            assert _unchanged(target, kind), (kind, args)
+
+
+def test_atomic_writes_never_replace_a_special_file(tmp_path):
+    from rdkit_ae.files import atomic_write_text
+
+    for kind, target in _special_files(tmp_path).items():
+        if kind == "a link to a FIFO":
+            continue  # a link is replaced itself, not what it points to: allowed when writing
+        with pytest.raises(RdkitError, match="exists and is not a regular file"):
+            atomic_write_text(target, "x")
+        assert _unchanged(target, kind)
+    with pytest.raises(RdkitError, match="is a FIFO"):
+        check_outputs([("-o", tmp_path / "link-to-fifo.png")], [], force=True)
