@@ -89,10 +89,16 @@ def main() -> None:
         print(json.dumps({str(ck): entry}, indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = ["| checkpoint | path | " + " | ".join(c for c in CONDITIONS if c != "default") + " |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| checkpoint | path | " + " | ".join(c for c in CONDITIONS if c != "default") + " |",
+        "|---|---|---|---|---|---|",
+    ]
     for ck, entry in results["models"].items():
         for path, table in entry.items():
-            cells = [f"{t['broken']} of {t['files']} broken (others max diff {t['max_diff_of_others']})" for t in table.values()]
+            cells = [
+                f"{t['broken']} of {t['files']} broken (others max diff {t['max_diff_of_others']})"
+                for t in table.values()
+            ]
             lines.append(f"| {Path(ck).parent.name}/{Path(ck).name} | {path} | " + " | ".join(cells) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

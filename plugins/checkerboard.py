@@ -127,7 +127,8 @@ class CheckerboardQuantizer(HyperpriorCodec):
     def _encode_y(self, y: Tensor, side: Tensor) -> tuple[list[list[bytes]], Tensor]:
         cb, gc = self.y, self.gaussian
         side_, y_ = cb.unembed(side), cb.unembed(y)
-        strings, halves = [], []
+        strings: list[list[bytes]] = []
+        halves: list[Tensor] = []
         for i in range(2):
             scales, means = self._pass_parameters(side_[i], halves[0] if i else None)
             symbols, y_hat = G.quantize(y_[i], means)
@@ -147,7 +148,9 @@ class CheckerboardQuantizer(HyperpriorCodec):
     def _quantize_y(self, y: Tensor, side: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         cb = self.y
         side_, y_ = cb.unembed(side), cb.unembed(y)
-        halves, scales, means = [], [], []
+        halves: list[Tensor] = []
+        scales: list[Tensor] = []
+        means: list[Tensor] = []
         for i in range(2):
             s, m = self._pass_parameters(side_[i], halves[0] if i else None)
             halves.append(G.quantize(y_[i], m)[1])

@@ -123,5 +123,8 @@ class TensorBoard(Callback):
     def on_interrupt(self, ctx: TrainContext) -> None:
         self.close()
 
+    def on_exception(self, ctx: TrainContext, exc: BaseException) -> None:
+        self.close()  # a NaN stop or any failure: the event file is flushed and closed, not left open
+
     def on_train_end(self, ctx: TrainContext) -> None:
         self.close()

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from rdkit_ae.errors import FormatError, PluginError, RdkitError, RecipeError
-from rdkit_ae.plugin.tables import update_entropy_models
 from rdkit_ae.limits import env_limit
+from rdkit_ae.plugin.tables import update_entropy_models
 from rdkit_ae.recipe import Recipe, load_recipe
 from rdkit_ae.registry import accepted_params, create, get_plugin
 from rdkit_ae.text import one_line

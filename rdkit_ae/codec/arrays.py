@@ -15,9 +15,9 @@ from rdkit_ae.codec import container
 from rdkit_ae.codec.determinism import evaluating, fixed_threads, model_device
 from rdkit_ae.codec.identity import ModelMismatchError, model_id
 from rdkit_ae.codec.layout import latent_layout, plain_shape
+from rdkit_ae.codec.portability import path_for_version
 from rdkit_ae.codec.rate import file_rate, stored_rate
 from rdkit_ae.data.sources import to_tensor, to_uint8
-from rdkit_ae.codec.portability import path_for_version
 from rdkit_ae.errors import DataError, FormatError, PluginError, RdkitError
 from rdkit_ae.guards import guard_entropy_coders, symbol_ledger
 from rdkit_ae.text import one_line

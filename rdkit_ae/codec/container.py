@@ -317,7 +317,9 @@ def unpack(
         expected = layout(height, width)
         check_stream_count(len(strings), expected)
         shape = expected.shape
-    return Packed(model_id, (height, width), strings, shape, version, header_end + CRC_BYTES, rate, body_crc, stored_crc)
+    return Packed(
+        model_id, (height, width), strings, shape, version, header_end + CRC_BYTES, rate, body_crc, stored_crc
+    )
 
 
 def _read_head(data: bytes) -> tuple[int, bytes, float | None, int]:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -51,8 +51,8 @@ def decode_elsewhere(
     env_extra, _, _ = CONDITIONS[condition]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "decoded.npz"
-        args = {"checkpoint": str(checkpoint), "files": [str(f) for f in files], "condition": condition}
-        args.update({"float_path": float_path, "out": str(out)})
+        args: dict[str, Any] = {"checkpoint": str(checkpoint), "files": [str(f) for f in files]}
+        args.update({"condition": condition, "float_path": float_path, "out": str(out)})
         env = {**os.environ, **env_extra}
         proc = subprocess.run(
             [sys.executable, "-m", "rdkit_ae.codec.crosscheck", json.dumps(args)],
@@ -80,7 +80,7 @@ def _child(args: dict) -> None:
     from rdkit_ae.errors import RdkitError
 
     _, mkldnn, threads = CONDITIONS[args["condition"]]
-    torch.backends.mkldnn.enabled = mkldnn
+    torch.backends.mkldnn.enabled = mkldnn  # type: ignore[assignment]
     determinism.CODEC_THREADS = threads
     codec = Codec.load(args["checkpoint"])
     images: dict[str, np.ndarray] = {}

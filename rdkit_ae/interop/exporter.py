@@ -19,8 +19,8 @@ from rdkit_ae.files import atomic_write_bytes
 from rdkit_ae.interop.architectures import ARCHITECTURES, Architecture
 from rdkit_ae.plugins.decoders import GDNDecoder
 from rdkit_ae.plugins.encoders import GDNEncoder
-from rdkit_ae.plugins.meanscale import MeanScaleHyperpriorQuantizer
 from rdkit_ae.plugins.entropy_coded import FactorizedEntropyQuantizer, HyperpriorQuantizer
+from rdkit_ae.plugins.meanscale import MeanScaleHyperpriorQuantizer
 from rdkit_ae.text import one_line
 
 _BY_QUANTIZER = {

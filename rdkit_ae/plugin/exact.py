@@ -197,12 +197,12 @@ class IntegerNetwork(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
         # Checkpoints written before integer networks existed lack these buffers: they are converted on
         # update() instead, the same way on every machine. Stored ones are taken as they are (and checked).
-        for name in list(self._buffers):
+        for name, current in list(self._buffers.items()):
             value = state_dict.get(prefix + name)
-            if value is None:
+            if value is None or current is None:
                 continue
-            if not isinstance(value, torch.Tensor) or value.dtype != self._buffers[name].dtype:
-                errors.append(f"{prefix}{name}: expected a {self._buffers[name].dtype} tensor")
+            if not isinstance(value, torch.Tensor) or value.dtype != current.dtype:
+                errors.append(f"{prefix}{name}: expected a {current.dtype} tensor")
                 continue
             self._buffers[name] = value.detach().clone()
 

@@ -28,8 +28,7 @@ from compressai.latent_codecs import HyperLatentCodec, HyperpriorLatentCodec
 from torch import Tensor, nn
 
 from rdkit_ae.plugin import gaussian as G
-from rdkit_ae.plugin.checks import check_latent, check_shape, check_streams
-from rdkit_ae.plugin.checks import BitstreamError
+from rdkit_ae.plugin.checks import BitstreamError, check_latent, check_shape, check_streams
 from rdkit_ae.plugin.exact import IntegerNetwork, from_grid, to_grid
 from rdkit_ae.plugin.tables import update_entropy_models
 

@@ -6,6 +6,7 @@ Hook order in one run::
     per epoch:  on_epoch_start, on_step_end (after every optimiser step),
                 on_validation(metrics), on_epoch_end (record, checkpoint, log)
     on_interrupt (Ctrl-C/SIGTERM, before the process exits 130/143)
+    on_exception (the run failed: a NaN stop, an error in the data, a plugin or a callback)
     on_train_end (after the final checkpoint and evaluation)
 
 Every hook gets the :class:`TrainContext`. Callbacks run in list order; the
@@ -57,6 +58,9 @@ class Callback:
 
     def on_interrupt(self, ctx: TrainContext) -> None:
         pass
+
+    def on_exception(self, ctx: TrainContext, exc: BaseException) -> None:
+        """The run is failing with ``exc`` (re-raised after every callback ran): close files, release resources."""
 
     def on_train_end(self, ctx: TrainContext) -> None:
         pass
@@ -112,6 +116,14 @@ class CallbackList:
     def on_interrupt(self, ctx: TrainContext) -> None:
         for cb in self:
             cb.on_interrupt(ctx)
+
+    def on_exception(self, ctx: TrainContext, exc: BaseException) -> None:
+        # Every callback gets its turn, and none may replace the error the run is failing with.
+        for cb in self:
+            try:
+                cb.on_exception(ctx, exc)
+            except Exception:  # noqa: BLE001, S110 - the original exception is what the user must see
+                pass
 
     def on_train_end(self, ctx: TrainContext) -> None:
         for cb in self:

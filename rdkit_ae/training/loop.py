@@ -105,6 +105,15 @@ class Trainer:
                 f"the run in {ctx.out} already finished its {ctx.plan_epochs} epochs; "
                 "pass --epochs N (more) to train longer"
             )
+        try:
+            return self._train(ctx, step_fn)
+        except TrainingInterrupted:
+            raise  # on_interrupt has run
+        except BaseException as exc:
+            self.callbacks.on_exception(ctx, exc)
+            raise
+
+    def _train(self, ctx: TrainContext, step_fn: TrainStep) -> TrainResult:
         self.callbacks.on_train_start(ctx)
         if self.info.is_main:
             atomic_write_bytes(ctx.out / "recipe.toml", lambda f: f.write(ctx.recipe.to_toml().encode("utf-8")))

@@ -17,13 +17,36 @@ from rdkit_ae.training import distributed as dist
 SCHEDULE_INTERVALS = ("epoch", "step")
 
 
+def aux_loss(model: nn.Module) -> Tensor | None:
+    """The model's auxiliary loss (an RDModel asks its quantizer first), or None when it has none."""
+    fn = getattr(model, "aux_loss", None)
+    if callable(fn):
+        value = fn()
+    else:  # a bare CompressAI-style module: the EntropyBottlenecks' quantile losses
+        losses = [m.loss() for m in model.modules() if isinstance(m, EntropyBottleneck)]
+        value = sum(losses) if losses else None
+    return value if isinstance(value, Tensor) and value.requires_grad else None
+
+
 def split_parameters(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
-    """(main, aux) named parameters, as CompressAI's examples/train.py: aux = the EntropyBottleneck quantiles."""
+    """(main, aux) named parameters: aux = what the aux loss trains, the rest is the main optimiser's.
+
+    As CompressAI's examples/train.py, the EntropyBottleneck quantiles are
+    aux; so is every parameter that the model's ``aux_loss()`` reaches (found
+    once through autograd), so a third-party entropy model's own auxiliary
+    term trains its own parameters. An aux loss must depend only on the
+    parameters it trains (the contract in the README).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    reached: set[int] = set()
+    value = aux_loss(model)
+    if value is not None:
+        grads = torch.autograd.grad(value, [p for _, p in named], allow_unused=True)
+        reached = {id(p) for (_, p), g in zip(named, grads) if g is not None}
     main: list[tuple[str, nn.Parameter]] = []
     aux: list[tuple[str, nn.Parameter]] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (aux if name.endswith(".quantiles") else main).append((name, p))
+    for name, p in named:
+        (aux if name.endswith(".quantiles") or id(p) in reached else main).append((name, p))
     return main, aux
 
 
@@ -139,8 +162,6 @@ class TrainStep:
         main, aux = split_parameters(model)
         self.main_params = [p for _, p in main]
         self.aux_params = [p for _, p in aux]
-        # CompressionModel.aux_loss() walks every module each call; the list is fixed.
-        self.bottlenecks = [m for m in model.modules() if isinstance(m, EntropyBottleneck)]
         self.average_aux = self.forward is not model  # under DDP the aux grads are averaged by hand
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -152,9 +173,9 @@ class TrainStep:
             torch.nn.utils.clip_grad_norm_(self.main_params, self.clip_grad)
         self.optimizer.step()
         values = [total.detach(), *(t.detach() for t in terms.values())]
-        if self.aux_optimizer is not None:
+        aux = aux_loss(self.model) if self.aux_optimizer is not None else None
+        if self.aux_optimizer is not None and aux is not None:
             self.aux_optimizer.zero_grad(set_to_none=True)
-            aux = sum(m.loss() for m in self.bottlenecks)
             aux.backward()
             if self.average_aux:
                 dist.average_grads(self.aux_params)
