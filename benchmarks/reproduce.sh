@@ -26,10 +26,11 @@ python benchmarks/hybrid_vs_mse.py --recipes conv-hybrid --variant "linear short
   decoder.shortcut=linear --threads 1 --runs runs/hybrid-shortcut --markdown benchmarks/results/hybrid_shortcut.md
 
 # Time to quality of the CPU recipe against WebP (training budgets in wall-clock minutes, ~55 min),
-# then the ablations at 15 minutes, two trainings at a time on one core each (~90 min);
-# the all-levers-on model is kept for the held-out check on Kodak.
-python benchmarks/time_to_quality.py --budgets 5 15 30
-python benchmarks/time_to_quality.py --budgets --ablations --jobs 2 --threads 1 --keep runs/ttq-ablations
-python benchmarks/held_out.py runs/ttq-ablations/fast-vr-all-levers-on.pt --images ../shared/data/kodak
+# then the ablations at 15 minutes, two trainings at a time on one core each (~75 min; [parallel] in the spec);
+# the report keeps every checkpoint, named by curve, for the held-out check on Kodak.
+rdkit bench benchmarks/time_to_quality.toml --out runs/ttq
+rdkit bench benchmarks/time_to_quality_ablations.toml --out runs/ttq-ablations
+python benchmarks/time_to_quality_report.py --budgets runs/ttq --ablations runs/ttq-ablations --keep runs/ttq-models
+python benchmarks/held_out.py runs/ttq-models/fast-vr-all-levers-on.pt --images ../shared/data/kodak
 # Parallel sweeps: --jobs 1 against --jobs 2, one thread per job.
 python benchmarks/parallel_sweep.py | tee benchmarks/results/parallel_sweep.txt

@@ -15,6 +15,9 @@ they were measured against the same WebP curve.
     rdkit bench benchmarks/time_to_quality_ablations.toml --out runs/ttq-ablations  # ~75 min
     python benchmarks/time_to_quality_report.py --budgets runs/ttq --ablations runs/ttq-ablations
     python benchmarks/time_to_quality_report.py            # redraw from the committed results.json
+
+``--keep DIR`` copies every curve's checkpoint to ``DIR/<curve name>.pt``
+(e.g. ``fast-vr-all-levers-on.pt`` for ``benchmarks/held_out.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import csv
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,6 +55,20 @@ def _threads_and_jobs(executor: str | None, threads: int) -> tuple[int | None, i
     return (threads, 1) if (executor or "").startswith("in this process") else (None, None)
 
 
+def _inside_run(point: dict) -> Path:
+    return Path(point["checkpoint"]).relative_to(Path(point["run_dir"]))
+
+
+def keep_checkpoints(rows: list[dict], folder: Path) -> None:
+    """Copy each curve's checkpoint(s) to ``folder/<curve name>.pt`` (``-1``, ``-2``, ... for several trainings)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        slug = "".join(c if c.isalnum() else "-" for c in r["name"]).strip("-")
+        paths = r.get("checkpoints", [])
+        for j, path in enumerate(paths):
+            shutil.copyfile(path, folder / (slug + (f"-{j}" if len(paths) > 1 else "") + ".pt"))
+
+
 def read_sweep(folder: Path, kind: str) -> tuple[dict, list[dict], dict]:
     """(WebP curve, one row per learned curve, data description) of an `rdkit bench` output folder."""
     sweep = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
@@ -67,7 +85,7 @@ def read_sweep(folder: Path, kind: str) -> tuple[dict, list[dict], dict]:
             print(f"{folder}: {name} has no points (failed or not run yet); left out", file=sys.stderr)
             continue
         r = entries[name]["results"]
-        runs = {p["run_dir"]: p for p in points if p["curve"] == name}.values()  # one row per training
+        runs = list({p["run_dir"]: p for p in points if p["curve"] == name}.values())  # one row per training
         rows.append(
             {
                 "kind": kind,
@@ -79,6 +97,8 @@ def read_sweep(folder: Path, kind: str) -> tuple[dict, list[dict], dict]:
                 "threads": threads,
                 "jobs": jobs,
                 "machine": machine_summary(sweep["machine"]),
+                # each training's checkpoint in this sweep folder (results.csv names them relative to the spec)
+                "checkpoints": [str(folder / "runs" / Path(p["run_dir"]).name / _inside_run(p)) for p in runs],
                 "results": {
                     "bpp": r.get("container-bpp", r["bpp"]),
                     "psnr-rgb": r["psnr-rgb"],
@@ -107,6 +127,10 @@ def measure(row: dict, webp: dict, window: tuple[float, float]) -> dict:
     }
 
 
+def _unit(value: float | None, spec: str, unit: str) -> str:
+    return fmt(value, spec) + (unit if value is not None else "")
+
+
 def table_rows(rows: list[dict], base: dict | None) -> list[str]:
     lines = []
     for r in rows:
@@ -119,7 +143,7 @@ def table_rows(rows: list[dict], base: dict | None) -> list[str]:
             delta = f" {fmt(d, '+.1f')} |"
         lines.append(
             f"| {r['name']} | {r['minutes']:g} | {r.get('threads') or '?'} x {r.get('jobs') or '?'} | {r['steps']:,} "
-            f"| {fmt(r['bd_rate_vs_webp'], '+.1f')}% |{delta} {fmt(r['bd_psnr_vs_webp'], '+.2f')} dB "
+            f"| {_unit(r['bd_rate_vs_webp'], '+.1f', '%')} |{delta} {_unit(r['bd_psnr_vs_webp'], '+.2f', ' dB')} "
             f"| {fmt(r['psnr_at_2bpp'], '.2f')} ({fmt(r['webp_psnr_at_2bpp'], '.2f')}) | {min(b):.2f}-{max(b):.2f} |"
         )
     return lines
@@ -195,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablations", type=Path, action="append", default=[], help="output folder of the ablations")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "time_to_quality")
     ap.add_argument("--fresh", action="store_true", help="forget the curves already in --out/results.json")
+    ap.add_argument("--keep", type=Path, default=None, help="copy the sweeps' checkpoints here, named by curve")
     args = ap.parse_args(argv)
     webp, rows, data = previous(args.out / "results.json", args.fresh)
     data = {**OLD_DATA, "window": WINDOW, **data}
@@ -209,12 +234,15 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"{folder}: measured on other images than {args.out} (the WebP curves differ); use --fresh")
             webp = anchor
             rows.update({r["name"]: r for r in new})
+            if args.keep is not None:
+                keep_checkpoints(new, args.keep)
     if webp is None:
         sys.exit(
             f"nothing to report: give --budgets / --ablations sweep folders ({args.out / 'results.json'} is absent)"
         )
     window = (float(data["window"][0]), float(data["window"][1]))
-    measured = [measure(r, webp, window) for r in rows.values()]
+    # checkpoint paths are this machine's: used for --keep, not written
+    measured = [measure({k: v for k, v in r.items() if k != "checkpoints"}, webp, window) for r in rows.values()]
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", {"webp": webp, "data": data, "curves": measured})
     write_table(args.out / "table.md", measured, data)

@@ -106,7 +106,9 @@ def test_the_study_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     ablations = run_sweep(tiny(ABLATIONS, tmp_path, npz, keep=2), tmp_path / "ttq-ablations")
     assert not budgets.failures and not ablations.failures
     out = tmp_path / "report"
-    report.main(["--budgets", str(tmp_path / "ttq"), "--ablations", str(tmp_path / "ttq-ablations"), "--out", str(out)])
+    keep = tmp_path / "keep"
+    sweeps = ["--budgets", str(tmp_path / "ttq"), "--ablations", str(tmp_path / "ttq-ablations")]
+    report.main([*sweeps, "--out", str(out), "--keep", str(keep)])
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["curves"]}
     assert set(rows) == {
@@ -121,6 +123,9 @@ def test_the_study_runs_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
     assert results["data"]["window"] == [1.0, 3.0]
     table = (out / "table.md").read_text()
     assert "## Budgets" in table and "## Ablations" in table and "| fast-vr all levers on | 0.015 |" in table
+    kept = sorted(p.name for p in keep.iterdir())  # named by curve, for held_out.py
+    assert "fast-vr-all-levers-on.pt" in kept and "fast-vr--5-min.pt" in kept and len(kept) == 4
+    assert "checkpoints" not in fixed  # this machine's paths stay out of the results
     for png in ("rd.png", "ablations.png", "psnr_vs_minutes.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
