@@ -45,13 +45,24 @@ class Decoded:
 
 
 def decode_elsewhere(
-    checkpoint: str | Path, files: Sequence[str | Path], condition: str, *, float_path: bool = False, timeout: int = 600
+    checkpoint: str | Path | Sequence[str | Path],
+    files: Sequence[str | Path],
+    condition: str,
+    *,
+    float_path: bool = False,
+    timeout: int = 600,
 ) -> list[Decoded]:
-    """Decode ``files`` with ``checkpoint`` in a child process under ``condition`` (a key of :data:`CONDITIONS`)."""
+    """Decode ``files`` in one child process under ``condition`` (a key of :data:`CONDITIONS`).
+
+    ``checkpoint`` is one checkpoint for every file, or one per file (each loaded once).
+    """
     env_extra, _, _ = CONDITIONS[condition]
+    checkpoints = [checkpoint] * len(files) if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    if len(checkpoints) != len(files):
+        raise ValueError("one checkpoint, or one per file")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "decoded.npz"
-        args: dict[str, Any] = {"checkpoint": str(checkpoint), "files": [str(f) for f in files]}
+        args: dict[str, Any] = {"checkpoints": [str(c) for c in checkpoints], "files": [str(f) for f in files]}
         args.update({"condition": condition, "float_path": float_path, "out": str(out)})
         env = {**os.environ, **env_extra}
         proc = subprocess.run(
@@ -82,10 +93,13 @@ def _child(args: dict) -> None:
     _, mkldnn, threads = CONDITIONS[args["condition"]]
     torch.backends.mkldnn.enabled = mkldnn  # type: ignore[assignment]
     determinism.CODEC_THREADS = threads
-    codec = Codec.load(args["checkpoint"])
+    codecs: dict[str, Codec] = {}
     images: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
-    for i, f in enumerate(args["files"]):
+    for i, (ck, f) in enumerate(zip(args["checkpoints"], args["files"])):
+        if ck not in codecs:
+            codecs[ck] = Codec.load(ck)
+        codec = codecs[ck]
         data = Path(f).read_bytes()
         try:
             if args["float_path"]:
