@@ -11,8 +11,6 @@ conditions, and its desync refused by the symbol check.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
