@@ -6,11 +6,17 @@ reporting, and is shut down at the end of the module.
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from test_bench import SPEC, TINY_CONV, StandInTrainer, write_spec
 from test_bench_parallel import MODELS_ONLY, Recording, without_timings
+from test_hostile_support import assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 from rdkit_ae.bench import run_sweep
@@ -18,7 +24,7 @@ from rdkit_ae.bench.executors import InProcess
 from rdkit_ae.errors import RecipeError
 
 ray = pytest.importorskip("ray")
-from rdkit_ae.bench.ray_executor import RayCluster  # noqa: E402  (needs ray)
+from rdkit_ae.bench.ray_executor import CONNECT_TIMEOUT_S, RayCluster, check_address  # noqa: E402  (needs ray)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +103,62 @@ def test_cli_executor_ray_uses_the_running_cluster(cluster, tmp_path, data):
     text = " ".join(result.output.split())
     assert "Ray tasks on a local Ray cluster, 1 CPU(s) each" in text and "BD vs WebP" in text
     assert ray.is_initialized()  # the test's cluster: used, and left running
+
+
+# -- addresses where no cluster answers (issue #20) ----------------------------------------------------
+CODECS_ONLY = '[data]\neval = { path = "data/d.npz", stop = 4 }\n[classical]\nwebp = [40, 90]\njpeg = [30, 90]\n'
+
+
+def _silent_port() -> socket.socket:
+    """A port that accepts connections (the kernel completes them) and never answers: no Ray there."""
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))  # Ray connects to this machine's address, not to 127.0.0.1
+    server.listen(16)
+    return server
+
+
+def test_a_closed_address_fails_at_once_in_one_line_naming_it(tmp_path, data):
+    spec = write_spec(tmp_path, CODECS_ONLY)
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        run = run_cli(tmp_path, "bench", spec, "--out", tmp_path / "o", "--executor", "ray", "--address", address)
+        assert_one_line_error(run, f"cannot reach Ray at {address}", "Connection refused")
+        assert run.seconds < 60, run.seconds  # ray.init alone retried for over 4 minutes
+    run = run_cli(tmp_path, "bench", spec, "--out", tmp_path / "o", "--address", "127.0.0.1:65536")
+    assert_one_line_error(run, "Ray address '127.0.0.1:65536'")
+
+
+def test_an_address_that_does_not_answer_fails_within_the_bound(tmp_path, data):
+    spec = write_spec(tmp_path, CODECS_ONLY)
+    with _silent_port() as server:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        run = run_cli(tmp_path, "bench", spec, "--out", tmp_path / "o", "--address", address, timeout=120)
+    assert_one_line_error(run, f"no Ray cluster answered at {address}", f"within {CONNECT_TIMEOUT_S:g} s")
+    assert run.seconds < 60, run.seconds
+
+
+def test_ctrl_c_stops_the_wait_at_once(tmp_path, data):
+    spec = write_spec(tmp_path, CODECS_ONLY)
+    with _silent_port() as server, (tmp_path / "out").open("w+") as out:
+        args = ["bench", spec, "--out", tmp_path / "o", "--address", f"127.0.0.1:{server.getsockname()[1]}"]
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.Popen([sys.executable, "-m", "rdkit_ae", *map(str, args)], stdout=out, stderr=out, env=env)
+        try:
+            start = time.monotonic()
+            while "sweep 'spec'" not in (tmp_path / "out").read_text() and time.monotonic() - start < 120:
+                time.sleep(0.2)  # the sweep has started: the executor connects next
+            time.sleep(3)
+            assert proc.poll() is None, (tmp_path / "out").read_text()
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            rc = proc.wait(timeout=20)
+            stopped_after = time.monotonic() - sent
+        finally:
+            proc.kill()
+    assert rc == 130 and stopped_after < 5, (rc, stopped_after, (tmp_path / "out").read_text())
+    assert "interrupted" in (tmp_path / "out").read_text()
+
+
+def test_a_running_cluster_passes_the_check_quickly(cluster):
+    start = time.monotonic()
+    check_address(ray.get_runtime_context().gcs_address)
+    assert time.monotonic() - start < 10

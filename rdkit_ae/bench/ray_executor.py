@@ -6,15 +6,23 @@ inputs exist. The jobs read the data and write the run folders at the paths
 the driver gives them, so those paths must be on a filesystem every node
 shares (each job checks that the output folder is there and fails with a
 clear message if not). Needs the ``ray`` extra: ``pip install rdkit-ae[ray]``.
+
+An address where no cluster answers fails within :data:`CONNECT_TIMEOUT_S`
+in one line that names it (:func:`check_address`): ``ray.init`` itself
+retries a closed port for many minutes, deaf to Ctrl-C in its C++ loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import sys
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray.util.queue import Queue
@@ -29,6 +37,90 @@ from rdkit_ae.text import one_line
 from rdkit_ae.worker_setup import available_cores
 
 CAPACITY_EVERY_S = 5.0  # how often the cluster's CPUs are asked for (nodes may join or leave)
+CONNECT_TIMEOUT_S = 30.0  # a cluster answers in well under a second; ray.init would retry for minutes
+GCS_PORT, CLIENT_PORT = 6379, 10001  # Ray's defaults: `ray start --head` and the Ray client server
+
+
+def _target(address: str) -> tuple[str, int, bool]:
+    """(host, port, client) that ``ray.init(address)`` connects to; ``auto`` as Ray resolves it."""
+    client = address.startswith("ray://")
+    if not client:
+        try:  # Ray's own resolution: RAY_ADDRESS, the latest `ray start` for "auto", localhost as the node's IP
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address(address) or address
+        except (ImportError, AttributeError):
+            pass  # another Ray version: the address as given
+    rest = address.removeprefix("ray://").split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        host, port = rest, str(CLIENT_PORT if client else GCS_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, ray://HOST:PORT or auto")
+    return host.strip("[]"), int(port), client
+
+
+def _gcs_answers(gcs: str, deadline: float) -> bool:
+    """Whether the GCS at ``gcs`` gives its cluster id before ``deadline`` (Ctrl-C still stops the wait at once)."""
+    try:
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    except ImportError:
+        return True  # another Ray version: let ray.init try
+    answer: list[bool] = []
+
+    def ask() -> None:  # in C++ that holds no GIL: this thread may be left behind, blocked, when the wait ends
+        try:
+            answer.append(bool(GcsClient(address=gcs).cluster_id))
+        except Exception:  # noqa: BLE001 - an RpcError or a timeout: no cluster there
+            answer.append(False)
+
+    with _quiet_stderr():
+        thread = threading.Thread(target=ask, name="rdkit-ray-probe", daemon=True)
+        thread.start()
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(0.1)
+    return bool(answer and answer[0])
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Ray's C++ client logs each failed attempt to stderr itself (fd 2): hidden here, so a refusal is one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout_s``, a Ray address where no cluster answers, in one line naming it.
+
+    A TCP connection to the address first (a closed port fails at once), then
+    for a cluster's GCS address its cluster id; ``ray://`` addresses (the
+    Ray client) bound their own wait once the port accepts connections.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        host, port, client = _target(address)
+    except (ValueError, ConnectionError) as exc:
+        raise RdkitError(f"Ray address {address!r}: {one_line(exc, 200)}") from None
+    served = f"Ray clients at ray://HOST:{CLIENT_PORT}" if client else f"its address, HOST:{GCS_PORT}"
+    hint = f"is a cluster running there? `ray start --head` prints {served}"
+    where = address if f"{host}:{port}" in address else f"{address} ({host}:{port})"
+    try:
+        with socket.create_connection((host, port), timeout=max(1.0, min(10.0, timeout_s))):
+            pass
+    except OSError as exc:
+        raise RdkitError(f"cannot reach Ray at {where}: {one_line(exc, 120)}; {hint}") from None
+    if not client and not _gcs_answers(f"{host}:{port}", deadline):
+        raise RdkitError(
+            f"no Ray cluster answered at {where} within {timeout_s:g} s (the port is open, but no Ray GCS "
+            f"answers there); {hint}"
+        )
 
 
 class _RayPool:
@@ -91,6 +183,8 @@ class RayCluster:
         """Connect (or start a local cluster); True when this call did, so it shuts it down too."""
         if ray.is_initialized():
             return False
+        if self.address:
+            check_address(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, configure_logging=False)
@@ -120,6 +214,12 @@ class RayCluster:
                 if started:
                     raise RdkitError(message)
                 reporter.note(f"{message}: the tasks wait until the cluster grows")
+            slots = int(ray.cluster_resources().get("CPU", 0.0) // self.threads)
+            if self.jobs is not None and self.jobs > max(slots, 1):
+                reporter.note(
+                    f"--jobs {self.jobs}: the Ray cluster has room for {max(slots, 1)} task(s) of "
+                    f"{self.threads} CPU(s) now; that many run at once (more as nodes join)"
+                )
             return Driver(plan, _RayPool(self, ctx.train_fn), reporter, deadline).run()
         finally:
             if started:
