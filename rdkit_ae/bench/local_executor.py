@@ -4,6 +4,8 @@ A ProcessPoolExecutor with the 'spawn' start method (a fresh interpreter,
 no copy of this process's threads or torch state) whose initializer sets
 the thread variables and torch's pools before the job's modules load, so N
 jobs of T threads use N x T cores and none is starved by oversubscription.
+N is at most the number of cores: ``--jobs 10000`` once started a worker
+process per point.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rdkit_ae.bench.driver import Driver
 from rdkit_ae.bench.jobs import JobContext, TrainFn
 from rdkit_ae.bench.plan import Deadline, PlanResults, SweepPlan
 from rdkit_ae.bench.progress import Reporter
+from rdkit_ae.bench.spec_parallel import MAX_THREADS_PER_JOB
 from rdkit_ae.bench.worker import JobReturn, run_job
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.worker_setup import available_cores, init_worker
@@ -86,7 +89,10 @@ class _ProcessPool:
 
 @dataclass
 class LocalProcesses:
-    """Up to ``jobs`` jobs at once in worker processes, ``threads`` threads each (default: cores // jobs)."""
+    """Up to ``jobs`` jobs at once (at most one per core) in worker processes, ``threads`` threads each.
+
+    ``threads`` defaults to cores // jobs.
+    """
 
     jobs: int
     threads: int | None = None
@@ -94,13 +100,21 @@ class LocalProcesses:
     def __post_init__(self) -> None:
         if self.jobs < 1 or (self.threads is not None and self.threads < 1):
             raise RdkitError(f"--jobs and --threads-per-job must be positive, got {self.jobs} and {self.threads}")
+        if self.threads is not None and self.threads > MAX_THREADS_PER_JOB:
+            raise RdkitError(f"--threads-per-job must be at most {MAX_THREADS_PER_JOB}, got {self.threads}")
+
+    @property
+    def workers(self) -> int:
+        """The worker processes: ``jobs``, but no more than the cores (more would only take turns on them)."""
+        return min(self.jobs, available_cores())
 
     @property
     def threads_per_job(self) -> int:
-        return self.threads or default_threads(self.jobs)
+        return self.threads or default_threads(self.workers)
 
     def describe(self) -> str:
-        return f"{self.jobs} local job(s) x {self.threads_per_job} thread(s)"
+        capped = f" (--jobs {self.jobs} capped at the cores)" if self.workers < self.jobs else ""
+        return f"{self.workers} local job(s){capped} x {self.threads_per_job} thread(s)"
 
     def run(self, plan: SweepPlan, ctx: JobContext, reporter: Reporter, deadline: Deadline) -> PlanResults:
         try:
@@ -108,9 +122,11 @@ class LocalProcesses:
         except Exception as exc:
             raise RdkitError(f"train_fn must be picklable to run jobs in other processes: {exc}") from None
         cores = available_cores()
-        if self.jobs * self.threads_per_job > cores:
+        if self.workers < self.jobs:
+            reporter.note(f"--jobs {self.jobs} is more than the {cores} core(s) here: {self.workers} run at once")
+        if self.workers * self.threads_per_job > cores:
             reporter.note(f"{self.describe()} is more than the {cores} core(s) here: the jobs will slow each other")
-        pool = _ProcessPool(self.jobs, self.threads_per_job, ctx.train_fn)
+        pool = _ProcessPool(self.workers, self.threads_per_job, ctx.train_fn)
         try:
             return Driver(plan, pool, reporter, deadline).run()
         finally:

@@ -31,6 +31,7 @@ from rdkit_ae.bench.driver import Driver
 from rdkit_ae.bench.jobs import JobContext, TrainFn
 from rdkit_ae.bench.plan import Deadline, PlanResults, SweepPlan
 from rdkit_ae.bench.progress import Reporter
+from rdkit_ae.bench.spec_parallel import MAX_THREADS_PER_JOB
 from rdkit_ae.bench.worker import JobReturn, run_job
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.text import one_line
@@ -205,6 +206,8 @@ class RayCluster:
     def run(self, plan: SweepPlan, ctx: JobContext, reporter: Reporter, deadline: Deadline) -> PlanResults:
         if self.threads < 1 or (self.jobs is not None and self.jobs < 1):
             raise RdkitError(f"--threads-per-job and --jobs must be positive, got {self.threads} and {self.jobs}")
+        if self.threads > MAX_THREADS_PER_JOB:
+            raise RdkitError(f"--threads-per-job must be at most {MAX_THREADS_PER_JOB}, got {self.threads}")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a sweep sends nothing anywhere by itself
         started = self._connect()
         try:
