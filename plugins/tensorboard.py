@@ -6,6 +6,12 @@ one is relative to the run folder); view them with
 ``tensorboard --logdir RUN_DIR/tensorboard``. Needs the ``tensorboard``
 package: ``pip install rdkit-ae[tensorboard]``.
 
+``log_dir`` may be absolute, or lead out of the run folder with ``..``
+(one folder for the logs of many runs): the events are then written there,
+and the training says so when it starts (a recipe is shared, so where it
+writes should not be a surprise). A ``log_dir`` that exists and is not a
+folder, or cannot be created, stops the training at its start with one line.
+
 Logged (rank 0 only):
 
 - per step, ``step/<term>`` for the total loss, each weighted loss term and
@@ -26,6 +32,7 @@ dropped by TensorBoard (``purge_step``).
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from torchvision.utils import make_grid
 
 from rdkit_ae.errors import PluginError
 from rdkit_ae.registry import register
+from rdkit_ae.text import one_line
 from rdkit_ae.training.callbacks import Callback
 from rdkit_ae.training.context import TrainContext
 
@@ -48,6 +56,11 @@ def _summary_writer() -> Any:
     except ImportError:
         raise PluginError(f"callback 'tensorboard' needs the tensorboard package: {EXTRA}") from None
     return SummaryWriter
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, links and ``..`` resolved."""
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _count(name: str, value: Any, low: int) -> int:
@@ -77,10 +90,22 @@ class TensorBoard(Callback):
         return ctx.out / (self.log_dir or LOG_DIR)
 
     def on_train_start(self, ctx: TrainContext) -> None:
-        if ctx.info.is_main:
-            # resumed: drop what the interrupted run logged after the checkpoint it resumes from
-            purge = ctx.step + 1 if ctx.resumed else None
-            self.writer = self.writer_cls(log_dir=str(self.path(ctx)), purge_step=purge)
+        if not ctx.info.is_main:
+            return
+        path = self.path(ctx)
+        if path.exists() and not path.is_dir():
+            raise PluginError(f"callback 'tensorboard': log_dir {path} exists and is not a folder")
+        if not _inside(path, ctx.out) and not ctx.options.quiet:
+            print(
+                f"note: callback 'tensorboard' writes its event files outside the run folder, in {path}",
+                file=sys.stderr,
+            )
+        # resumed: drop what the interrupted run logged after the checkpoint it resumes from
+        purge = ctx.step + 1 if ctx.resumed else None
+        try:
+            self.writer = self.writer_cls(log_dir=str(path), purge_step=purge)
+        except OSError as exc:  # a parent that is a file, no permission, a full disk
+            raise PluginError(f"callback 'tensorboard': cannot write to log_dir {path}: {one_line(exc, 200)}") from None
 
     def on_step_end(self, ctx: TrainContext) -> None:
         if self.writer is None or ctx.losses is None:

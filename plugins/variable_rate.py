@@ -42,15 +42,25 @@ class RateError(RdkitError, ValueError):
 
 def check_lambdas(name: str, lambdas: object) -> tuple[float, ...]:
     """2..MAX_RATES finite positive numbers in increasing order."""
+
+    def shown(value: object) -> str:
+        # A recipe's list may hold thousands of values: the one error line echoes a summary, not the list.
+        text = repr(value)
+        if len(text) <= 80:
+            return text
+        if isinstance(value, (list, tuple)) and len(value) > 3:
+            return f"{len(value)} values [{shown(value[0])}, {shown(value[1])}, ..., {shown(value[-1])}]"
+        return text[:60] + "..."
+
     if isinstance(lambdas, (str, bytes)) or not isinstance(lambdas, Sequence) or not 2 <= len(lambdas) <= MAX_RATES:
-        raise PluginError(f"{name}: lambdas must be a list of 2..{MAX_RATES} numbers; got {lambdas!r}")
+        raise PluginError(f"{name}: lambdas must be a list of 2..{MAX_RATES} numbers; got {shown(lambdas)}")
     values = []
     for v in lambdas:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise PluginError(f"{name}: lambdas must be positive finite numbers; got {v!r}")
+            raise PluginError(f"{name}: lambdas must be positive finite numbers; got {shown(v)}")
         values.append(float(v))
     if any(b <= a for a, b in zip(values, values[1:])):
-        raise PluginError(f"{name}: lambdas must increase strictly; got {values}")
+        raise PluginError(f"{name}: lambdas must increase strictly; got {shown(values)}")
     return tuple(values)
 
 
