@@ -17,6 +17,7 @@ import compressai.zoo
 from compressai.zoo.image import cfgs, model_architectures, model_urls
 
 from rdkit_ae.errors import RdkitError
+from rdkit_ae.plugin.exact import is_integer_network_key
 
 # (CompressAI prefix, rdkit-ae prefix, shift of the layer index that follows the prefix)
 Rule = tuple[str, str, int]
@@ -92,7 +93,8 @@ class Architecture:
 
     def to_compressai(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """An rdkit-ae ``RDModel`` state dict in CompressAI's layout."""
-        return {_rename(k, self.rules, 1, self.name): v for k, v in state.items()}
+        # The portable path's integer networks are derived from the weights; CompressAI has no such layers.
+        return {_rename(k, self.rules, 1, self.name): v for k, v in state.items() if not is_integer_network_key(k)}
 
 
 def _rename(key: str, rules: tuple[Rule, ...], src: int, arch: str) -> str:

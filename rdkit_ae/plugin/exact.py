@@ -30,6 +30,7 @@ old checkpoint converts to the same integers on every machine.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator
 
 import torch
@@ -286,9 +287,25 @@ def _phase(x: Tensor, weight: Tensor, start: Tensor, rows_taps, cols_taps, rows:
     return outputs[0][None] if len(outputs) == 1 else torch.stack(outputs)
 
 
+_KEY = re.compile(r"(^|\.)exact_\w+\.[wb]\d+$")
+
+
+def is_integer_network_key(key: str) -> bool:
+    """Whether a state-dict key is an integer network's (the built-ins name them ``exact_*``)."""
+    return bool(_KEY.search(key))
+
+
 def integer_networks(module: nn.Module) -> list[tuple[str, IntegerNetwork]]:
     """Every :class:`IntegerNetwork` inside ``module``, with its name."""
     return [(name, m) for name, m in module.named_modules() if isinstance(m, IntegerNetwork)]
 
 
-__all__ = ["ACT_BITS", "WEIGHT_BITS", "IntegerNetwork", "from_grid", "integer_networks", "to_grid"]
+__all__ = [
+    "ACT_BITS",
+    "WEIGHT_BITS",
+    "IntegerNetwork",
+    "from_grid",
+    "integer_networks",
+    "is_integer_network_key",
+    "to_grid",
+]
