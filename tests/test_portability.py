@@ -11,6 +11,8 @@ conditions, and its desync refused by the symbol check.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,38 @@ def test_encoded_on_cuda_decodes_on_the_cpu_and_the_reverse(tmp_path):
                 here = encoder.decompress(data, trusted=True)
                 there = decoder.decompress(data, trusted=True)  # the symbol check passes, or this raises
                 assert int(np.abs(here.astype(np.int16) - there.astype(np.int16)).max()) <= 1, (name, rate)
+
+
+def test_old_checkpoints_convert_to_the_same_integers_everywhere(tmp_path):
+    """Checkpoints without integer networks (0.1's, or saved before update) convert alike under any kernels."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    old = Path(__file__).parent / "data" / "v0.1" / "hyperprior.pt"
+    vr = make_checkpoint(tmp_path / "vr.pt", "fast-vr-checkerboard", SMALL_VR, seed=7, update=False)
+    code = (
+        "import hashlib, sys, torch\n"
+        "from rdkit_ae.checkpoint import load_model\n"
+        "torch.backends.mkldnn.enabled = sys.argv[1] == '1'\n"
+        "for path in sys.argv[2:]:\n"
+        "    h = hashlib.sha256()\n"
+        "    for k, v in sorted(load_model(path)[0].state_dict().items()):\n"
+        "        if '.exact_' in k:\n"
+        "            h.update(k.encode()); h.update(v.numpy().tobytes())\n"
+        "    print(h.hexdigest())\n"
+    )
+    runs = []
+    for env_extra, mkldnn in (({}, "1"), ({}, "0"), ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, "1")):
+        res = subprocess.run(
+            [sys.executable, "-c", code, mkldnn, str(old), str(vr)],
+            env={**os.environ, **env_extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+        runs.append(tuple(res.stdout.strip().splitlines()[-2:]))
+    assert len(set(runs)) == 1, runs
+    assert hashlib.sha256().hexdigest() not in runs[0]  # the integer networks were there to hash
