@@ -8,7 +8,7 @@ For every repeat (interleaved, so machine load drifts affect both alike) it time
 - baseline: what ``compressai.models.FactorizedPrior.compress`` / ``decompress`` do,
   written out on the model's own modules: ``g_a`` -> ``entropy_bottleneck.compress``
   -> ``entropy_bottleneck.decompress`` -> ``g_s(...).clamp_(0, 1)``, per batch;
-- ours: :func:`rdkit_ae.evaluate.evaluate` with the bit-exact check off; the figure
+- ours: :func:`rdkit_ae.evaluation.evaluate` with the bit-exact check off; the figure
   compared is the compress + decompress time it records per batch (its
   ``model.compress``/``model.decompress`` calls), and its whole wall time
   (with metrics) is printed too, as is one run with the check on.

@@ -2,7 +2,7 @@
 
 For each recipe (default conv-mse, conv-hybrid, factorized) it builds:
 
-- toolkit: ``rdkit_ae.train.build_training`` + ``TrainStep`` plus the
+- toolkit: ``rdkit_ae.training.optim.build_training`` + ``TrainStep`` plus the
   trainer's per-step bookkeeping on the CPU (loss sums kept on-tensor, one
   finiteness check per step), exactly what ``train()`` runs per batch;
 - plain: the same nn.Modules (encoder, quantizer or EntropyBottleneck,

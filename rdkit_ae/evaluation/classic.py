@@ -3,7 +3,7 @@
 Each image is encoded to a complete file in memory and decoded back; the rate
 counts every byte of that file (headers included: at 32x32 they dominate
 JPEG and AVIF, see docs/evaluation.md), and the decoded pixels go through
-the same metrics as :func:`rdkit_ae.evaluate.evaluate`.
+the same metrics as :func:`rdkit_ae.evaluation.evaluate`.
 """
 
 from __future__ import annotations
