@@ -107,3 +107,19 @@ def test_cli_import_stays_light():
     code = "import sys, rdkit_ae.cli; print(sorted(m for m in ('torch', 'compressai', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_size_limits_of_the_restructure():
+    """No source file above 400 lines and no class above 200 (package, built-in plugins, benchmarks, examples)."""
+    repo = ROOT.parent
+    files = [p for d in ("rdkit_ae", "plugins", "benchmarks", "examples") for p in (repo / d).rglob("*.py")]
+    assert len(files) > 50, "the files were not found"
+    too_long = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > 400:
+            too_long.append(f"{path.relative_to(repo)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and (size := (node.end_lineno or 0) - node.lineno + 1) > 200:
+                too_long.append(f"{path.relative_to(repo)}: class {node.name}, {size} lines")
+    assert not too_long, "; ".join(too_long)
