@@ -54,7 +54,10 @@ def main() -> None:
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".ppm"))
     images = [read_image(p)[0] for p in paths]
     results: dict = {"machine": machine_summary(threads=1), "images": [p.name for p in paths], "models": {}}
-    lines = ["| checkpoint | BD-rate of the portable path vs float | bytes, per rate (portable / float - 1) |", "|---|---|---|"]
+    lines = [
+        "| checkpoint | BD-rate of the portable path vs float | bytes, per rate (portable / float - 1) |",
+        "|---|---|---|",
+    ]
     for ck in args.checkpoint:
         codec = Codec.load(ck)
         exact, flt = curve(codec, images, True), curve(codec, images, False)

@@ -95,7 +95,9 @@ def _bd_cells(name: str, bd: dict[str, Any]) -> tuple[str, str]:
 def _summary(console: Any, result: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"BD vs {result.bd['anchor']} (PSNR; over each overlap)")
+    window = result.bd.get("window")
+    over = f"over {window[0]:g}-{window[1]:g} bpp" if window else "over each overlap"
+    table = Table(title=f"BD vs {result.bd['anchor']} (PSNR; {over})")
     for col in ("curve", "points", "bpp", "PSNR dB", "BD-rate", "BD-PSNR dB"):
         table.add_column(col, justify="left" if col == "curve" else "right")
     for name, curve in result.curves.items():
