@@ -10,8 +10,8 @@ from __future__ import annotations
 from rdkit_ae.registry import register
 from rdkit_ae.training.checkpoints import Checkpointer
 from rdkit_ae.training.datainit import DataInit
-from rdkit_ae.training.fit_schedule import FitSchedule
 from rdkit_ae.training.figures import Figures
+from rdkit_ae.training.fit_schedule import FitSchedule
 from rdkit_ae.training.runlog import MetricsLogger
 from rdkit_ae.training.stops import NonFiniteStop, StepLimit, TimeBudget
 
