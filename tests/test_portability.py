@@ -185,3 +185,31 @@ def test_old_checkpoints_convert_to_the_same_integers_everywhere(tmp_path):
         runs.append(tuple(res.stdout.strip().splitlines()[-2:]))
     assert len(set(runs)) == 1, runs
     assert hashlib.sha256().hexdigest() not in runs[0]  # the integer networks were there to hash
+
+
+def test_a_desynchronised_decoder_fails_in_one_line_through_the_cli(tmp_path):
+    """A decoder whose side parameters differ from the encoder's (same model id) is refused, not decoded to garbage."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from rdkit_ae.checkpoint import load_checkpoint, write_checkpoint
+    from rdkit_ae.cli import app
+
+    ck = make_checkpoint(tmp_path / "m.pt", "fast-vr", SMALL_VR, seed=8)
+    Image.fromarray(photo_like(96, 128, seed=9)).save(tmp_path / "a.png")
+    runner = CliRunner()
+    res = runner.invoke(app, ["compress", str(tmp_path / "a.png"), "-m", str(ck), "-o", str(tmp_path / "a.rdk")])
+    assert res.exit_code == 0, res.output
+    payload = load_checkpoint(ck)
+    key = next(k for k in payload["model"] if k.endswith("exact_h_s.b0"))
+    payload["model"][key] = payload["model"][key] + (1 << 16)  # another machine's arithmetic, in effect
+    write_checkpoint(tmp_path / "other.pt", payload)
+    res = runner.invoke(
+        app, ["decompress", str(tmp_path / "a.rdk"), "-m", str(tmp_path / "other.pt"), "-o", str(tmp_path / "b.png")]
+    )
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "checksum mismatch after decoding" in lines[0], res.stderr
+    assert not (tmp_path / "b.png").exists()
+    ok = runner.invoke(app, ["decompress", str(tmp_path / "a.rdk"), "-m", str(ck), "-o", str(tmp_path / "c.png")])
+    assert ok.exit_code == 0, ok.output
