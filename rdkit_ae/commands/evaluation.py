@@ -105,6 +105,18 @@ def eval_(
         help="variable-rate model: evaluate at these lambdas (repeat the option or separate by commas): one RD "
         "curve from one checkpoint",
     ),
+    metrics: Optional[str] = typer.Option(
+        None,
+        "--metrics",
+        help="perceptual metrics to add, comma-separated: haarpsi, ms-gmsd, vsi, mdsi (piq, weight-free), lpips "
+        "(needs backbone weights); psnr, ssim and ms-ssim are always computed",
+    ),
+    lpips_weights: Optional[Path] = typer.Option(
+        None,
+        "--lpips-weights",
+        help="torchvision AlexNet/VGG-16 ImageNet weights for lpips (default: RDKIT_LPIPS_BACKBONE, then torch's "
+        "hub cache)",
+    ),
     rates: List[str] = typer.Option(
         [],
         "--rate",
@@ -129,6 +141,7 @@ def eval_(
     check_outputs([("--out", out), ("--csv", csv)], [*checkpoints, Path(data)], force=force)
     set_image_pixel_limit(max_pixels)  # images are read lazily, one by one, with this limit
     check_pad(pad)
+    chosen_metrics = _check_metrics(metrics, lpips_weights)
     points = operating_points(lambdas, rates)
     per_checkpoint = _points_of(checkpoints, points, device)
     images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
@@ -152,11 +165,12 @@ def eval_(
                 device=device,
                 check_exact=check,
                 pad=pad,
+                metrics=chosen_metrics,
                 progress=lambda n, t=task: progress.advance(t, n),
             ):
                 results.append((path, r))
 
-    _print_results(console, results, f"{images.name} ({split}, {len(images)} images)", pad, points)
+    _print_results(console, results, f"{images.name} ({split}, {len(images)} images)", pad, points, chosen_metrics)
     if out is not None:
         write_json(out, results_curve([r for _, r in results], name))
         console.print(f"wrote {out}")
@@ -170,7 +184,37 @@ def eval_(
         console.print(f"wrote {csv}")
 
 
-def _print_results(console, results, what: str, pad: str, points) -> None:
+def _check_metrics(metrics: Optional[str], lpips_weights: Optional[Path]) -> tuple[str, ...]:
+    """The --metrics names, checked before any work; lpips: its backbone found (one line if not)."""
+    import os
+
+    from rdkit_ae.evaluation.perceptual import parse_metrics
+
+    chosen = parse_metrics(metrics)
+    if lpips_weights is not None:
+        os.environ["RDKIT_LPIPS_BACKBONE"] = str(lpips_weights)  # what the evaluation's lpips reads
+    if "lpips" in chosen:
+        from rdkit_ae.evaluation.learned_metrics import load_lpips
+
+        load_lpips()
+    return chosen
+
+
+def _perceptual_line(summary, metrics) -> str:
+    """``haarpsi 0.9123 (higher is better, 5 images), ...``: the means of the --metrics values."""
+    from rdkit_ae.evaluation.perceptual import METRICS
+    from rdkit_ae.text import fmt
+
+    parts = []
+    for name in metrics:
+        m = METRICS[name]
+        better = "higher" if m.higher_is_better else "lower"
+        n = summary.get(f"{m.key}_images", 0)
+        parts.append(f"{name} {fmt(summary.get(m.key), '.4f')} ({better} is better, {n} images)")
+    return ", ".join(parts)
+
+
+def _print_results(console, results, what: str, pad: str, points, metrics=()) -> None:
     """The table of means, then per checkpoint what it was evaluated at and what was checked."""
     from rich import box
     from rich.table import Table
@@ -188,7 +232,7 @@ def _print_results(console, results, what: str, pad: str, points) -> None:
     )
     columns = ["#", "recipe"] + (["rate", "lambda"] if has_rate else []) + ["bpp", "CR"]
     columns += ["bpp .rdk"] if has_container else []
-    columns += ["PSNR", "PSNR*", "SSIM", "MS-SSIM", "enc ms", "dec ms"]
+    columns += ["PSNR", "PSNR*", "SSIM", "MS-SSIM", *[m.upper() for m in metrics], "enc ms", "dec ms"]
     for col in columns:
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for i, (_, r) in enumerate(results, 1):
@@ -204,6 +248,7 @@ def _print_results(console, results, what: str, pad: str, points) -> None:
             fmt(s["psnr_of_mean_mse"]),
             fmt(s["ssim"], ".4f"),
             fmt(s["ms_ssim"], ".4f"),
+            *[fmt(s.get(m.replace("-", "_")), ".4f") for m in metrics],
             fmt(1e3 * s["encoding_time"], ".1f"),
             fmt(1e3 * s["decoding_time"], ".1f"),
         ]
@@ -224,6 +269,8 @@ def _print_results(console, results, what: str, pad: str, points) -> None:
                 f"vs measured CR {s['cr']:.3f} ({s['bpp']:.4f} bpp)",
                 highlight=False,
             )
+        if metrics:
+            console.print(f"   perceptual: {_perceptual_line(s, metrics)}", highlight=False)
         if r.meta.get("bit_exact_checked"):
             console.print(
                 f"   bit-exact: decompress(compress(x)) == forward(x) on all {s['n_images']} images", highlight=False

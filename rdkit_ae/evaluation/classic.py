@@ -88,8 +88,10 @@ def evaluate_codec(
     *,
     options: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
+    metrics: Sequence[str] = (),
 ) -> EvalResult:
-    """Code every image of an ImageSet at one quality; records follow ``evaluate``'s schema."""
+    """Code every image of an ImageSet at one quality; records follow ``evaluate``'s schema (``metrics``: the
+    perceptual ones to add, as in ``evaluate``)."""
     from PIL import __version__ as pillow_version
 
     c = get_codec(codec)
@@ -112,7 +114,7 @@ def evaluate_codec(
             sizes.append(len(data))
             t_enc.append(t1 - t0)
             t_dec.append(t2 - t1)
-        scores = measure(batch, decoded)
+        scores = measure(batch, decoded, metrics)
         H, W = batch.shape[1:3]
         for i, name in enumerate(names):
             bpp = bpp_from_bytes(sizes[i], H, W)

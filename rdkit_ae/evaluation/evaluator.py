@@ -25,6 +25,7 @@ from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.batching import same_size_batches
 from rdkit_ae.evaluation.metrics import bpp_from_bytes, cr_from_bpp, quality
 from rdkit_ae.evaluation.padding import DEFAULT_PAD, check_pad, pad_for_eval
+from rdkit_ae.evaluation.perceptual import parse_metrics
 from rdkit_ae.evaluation.results import EvalResult, summarize
 from rdkit_ae.guards import check_model, guard_entropy_coders
 
@@ -94,6 +95,7 @@ def evaluate(
     container: bool = True,
     progress: Callable[[int], None] | None = None,
     pad: str = DEFAULT_PAD,
+    metrics: Sequence[str] = (),
 ) -> EvalResult:
     """Compress every image of ``images`` (an :class:`~rdkit_ae.data.ImageSet`) to real bytes and measure it.
 
@@ -110,12 +112,15 @@ def evaluate(
     ``"compressai"`` (centred zeros to a multiple of 64, as CompressAI's
     ``eval_model``); it is recorded in ``meta["pad"]``.
     Times are seconds per image: a batch's time divided by its size.
+    ``metrics`` adds perceptual metrics by name (:mod:`.perceptual`, e.g. ``("haarpsi", "ms-gmsd")``) to the
+    always-computed PSNR, SSIM and MS-SSIM; they are recorded in ``meta["metrics"]``.
     """
     if batch_size < 1:
         raise RdkitError(f"batch size must be at least 1, got {batch_size}")
     if len(images) == 0:
         raise RdkitError(f"no images to evaluate in {getattr(images, 'name', 'the data')}")
     check_pad(pad)
+    metrics = parse_metrics(metrics)
     recipe = getattr(model, "recipe", None)
     name = name or (recipe.name if recipe is not None else type(model).__name__)
     description = description or (recipe.description if recipe is not None else "")
@@ -130,7 +135,7 @@ def evaluate(
     try:
         with torch.no_grad():
             for names, batch in same_size_batches(images, batch_size):
-                records += _evaluate_batch(model, names, batch, device, check_exact, pack, pad)
+                records += _evaluate_batch(model, names, batch, device, check_exact, pack, pad, metrics)
                 if progress is not None:
                     progress(len(names))
     finally:
@@ -145,6 +150,8 @@ def evaluate(
         "bit_exact_checked": bool(check_exact),
         "pad": pad,
     }
+    if metrics:
+        meta["metrics"] = list(metrics)
     if recipe is not None:
         meta["recipe"] = recipe.name
         meta["recipe_digest"] = recipe.digest()
@@ -158,7 +165,9 @@ def evaluate(
     return EvalResult(name, description, records, summary, meta)
 
 
-def _evaluate_batch(model, names, batch, device, check_exact, pack, pad=DEFAULT_PAD) -> list[dict[str, Any]]:
+def _evaluate_batch(
+    model, names, batch, device, check_exact, pack, pad=DEFAULT_PAD, metrics=()
+) -> list[dict[str, Any]]:
     B, H, W = batch.shape[:3]
     # to_tensor gives a channels-last view; a decoder always sees contiguous
     # latents, so code from a contiguous input or forward and decompress would
@@ -181,7 +190,7 @@ def _evaluate_batch(model, names, batch, device, check_exact, pack, pad=DEFAULT_
         if reference.shape != x_hat.shape or not torch.equal(reference, x_hat):
             raise BitExactError(_mismatch_message(names, reference, x_hat))
     nbytes = bytes_per_image(compressed["strings"], B)
-    scores = quality(batch, to_uint8(x_hat))
+    scores = quality(batch, to_uint8(x_hat), metrics)
     nominal_bits = model.nominal_bits(x.size(-2), x.size(-1))  # of what was coded (padded)
     out = []
     for i in range(B):

@@ -9,6 +9,7 @@ measured the same way. SSIM and MS-SSIM come from pytorch-msssim with
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -81,11 +82,18 @@ def ms_ssim(original: np.ndarray, decoded: np.ndarray) -> list[float | None]:
     return [float(v) for v in out]
 
 
-def quality(original: np.ndarray, decoded: np.ndarray) -> list[dict[str, float | None]]:
-    """``[{"mse", "psnr", "ssim", "ms_ssim"}, ...]`` for a batch of same-size images."""
+def quality(original: np.ndarray, decoded: np.ndarray, metrics: Sequence[str] = ()) -> list[dict[str, float | None]]:
+    """``[{"mse", "psnr", "ssim", "ms_ssim", ...}, ...]`` for a batch of same-size images; ``metrics`` adds
+    perceptual ones by name (:mod:`.perceptual`: ``haarpsi``, ``ms-gmsd``, ``vsi``, ``mdsi``, ``lpips``)."""
     m = mse(original, decoded)
     s = ssim(original, decoded)
     ms = ms_ssim(original, decoded)
-    return [
+    rows: list[dict[str, float | None]] = [
         {"mse": float(m[i]), "psnr": psnr_from_mse(float(m[i])), "ssim": s[i], "ms_ssim": ms[i]} for i in range(len(m))
     ]
+    if metrics:
+        from rdkit_ae.evaluation.perceptual import perceptual
+
+        for row, extra in zip(rows, perceptual(original, decoded, metrics)):
+            row.update(extra)
+    return rows

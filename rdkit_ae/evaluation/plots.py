@@ -18,6 +18,16 @@ from rdkit_ae.evaluation.metrics import BITS_PER_PIXEL_RGB
 LINESTYLES = {"learned": "-", "classical": "--", "external": ":"}
 CR_TICKS = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 PANELS = (("psnr-rgb", "PSNR (dB)"), ("ssim-rgb", "SSIM"))
+# Every metric a panel can show (``metrics=``), e.g. ("haarpsi-rgb",) for rdkit bench's rd-haarpsi.png.
+ALL_PANELS = (
+    *PANELS,
+    ("ms-ssim-rgb", "MS-SSIM"),
+    ("haarpsi-rgb", "HaarPSI (higher is better)"),
+    ("ms-gmsd-rgb", "MS-GMSD (lower is better)"),
+    ("vsi-rgb", "VSI (higher is better)"),
+    ("mdsi-rgb", "MDSI (lower is better)"),
+    ("lpips-rgb", "LPIPS (lower is better)"),
+)
 
 
 def _cr(bpp):
@@ -34,15 +44,16 @@ def plot_rd(
     dpi: int = 150,
     metrics: Sequence[str] = ("psnr-rgb", "ssim-rgb"),
 ) -> Path:
-    """Draw one line per curve in a PSNR panel and an SSIM panel (``metrics``: which of them); save as PNG."""
+    """Draw one line per curve in a PSNR panel and an SSIM panel (``metrics``: which panels, any results key of
+    ``ALL_PANELS``, e.g. ``("haarpsi-rgb",)``); save as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     kinds = kinds or {}
-    panels = [(key, label) for key, label in PANELS if key in metrics]
+    panels = [(key, label) for key, label in ALL_PANELS if key in metrics]
     if not panels:
-        raise ValueError(f"metrics must name some of {', '.join(k for k, _ in PANELS)}, got {list(metrics)!r}")
+        raise ValueError(f"metrics must name some of {', '.join(k for k, _ in ALL_PANELS)}, got {list(metrics)!r}")
     fig = Figure(figsize=(6.5 * len(panels), 5.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))

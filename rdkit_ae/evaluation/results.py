@@ -46,6 +46,10 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     s["ms_ssim_images"] = sum(r.get("ms_ssim") is not None for r in records)
     s["encoding_time"] = _mean([r["encoding_time"] for r in records])
     s["decoding_time"] = _mean([r["decoding_time"] for r in records])
+    for key in PERCEPTUAL_KEYS:  # means over the images that have a value; absent when none was asked for
+        if any(key in r for r in records):
+            s[key] = _mean([r.get(key) for r in records])
+            s[f"{key}_images"] = sum(r.get(key) is not None for r in records)
     if all("container_bytes" in r for r in records):
         s["container_bytes"] = _mean([r["container_bytes"] for r in records])
         s["container_bpp"] = _mean([r["container_bpp"] for r in records])
@@ -55,6 +59,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         s["nominal_cr"] = cr_from_bpp(s["nominal_bpp"])
     return s
 
+
+PERCEPTUAL_KEYS = ("haarpsi", "ms_gmsd", "vsi", "mdsi", "lpips")  # --metrics (rdkit_ae.evaluation.perceptual)
 
 # CompressAI results keys <- our summary keys. CompressAI's own tools
 # (compressai.utils.plot) read "bpp" and "<metric>-rgb" lists.
@@ -69,6 +75,7 @@ COMPRESSAI_KEYS = (
     ("psnr-of-mean-mse", "psnr_of_mean_mse"),
     ("container-bpp", "container_bpp"),
     ("nominal-bpp", "nominal_bpp"),
+    *((f"{k.replace('_', '-')}-rgb", k) for k in PERCEPTUAL_KEYS),
     ("rate", "rate"),  # a variable-rate model's operating point (rate position and its lambda)
     ("lambda", "lambda"),
 )
