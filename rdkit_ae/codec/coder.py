@@ -100,6 +100,28 @@ class Codec:
     def compress(self, image: np.ndarray) -> bytes:
         return compress_array(self.model, image, mid=self.id, max_pixels=self.max_pixels)
 
+    def compress_to(
+        self,
+        image: np.ndarray,
+        *,
+        bpp: float | None = None,
+        cr: float | None = None,
+        max_bytes: int | None = None,
+        psnr: float | None = None,
+        max_passes: int | None = None,
+    ) -> tuple[bytes, Any]:
+        """Compress at the rate position meeting one target (variable-rate models): ``(bytes, RateReport)``.
+
+        ``max_bytes`` is never exceeded (the whole file); ``bpp``/``cr`` land
+        closest; ``psnr`` gives the smallest file at or above it. See
+        :mod:`rdkit_ae.codec.rate_control`; the codec's own rate is kept.
+        """
+        from rdkit_ae.codec import rate_control
+
+        target = rate_control.target_of(bpp=bpp, cr=cr, max_bytes=max_bytes, psnr=psnr)
+        passes = rate_control.DEFAULT_PASSES if max_passes is None else max_passes
+        return rate_control.compress_to(self, image, target, max_passes=passes)
+
     def decompress(self, data: bytes, *, trusted: bool = False) -> np.ndarray:
         """Decode ``.rdk`` bytes; ``trusted`` skips the bomb check (for bytes this codec just wrote)."""
         per_byte = None if trusted else self.pixels_per_byte

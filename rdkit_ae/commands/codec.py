@@ -26,6 +26,31 @@ RATE_HELP = (
     "variable-rate model: compress at this rate index, 0 (lowest rate) .. K-1 (a fraction interpolates); "
     "default: the middle of the range. Files record it: decompress needs no option"
 )
+TARGET_HELP = {
+    "bpp": "variable-rate model: search the rate position per image for this many bits per pixel (whole file)",
+    "cr": "variable-rate model: search the rate position per image for this compression ratio (24 / bpp)",
+    "max_bytes": "variable-rate model: the largest file up to this many bytes (whole .rdk file; never exceeded)",
+    "psnr": "variable-rate model: the smallest file whose decoded image reaches this PSNR (dB)",
+}
+PASSES_HELP = "rate control: at most this many passes per image (each one compress; --psnr also decodes)"
+
+
+def _target(model: Path, lmbda, rate, targets: dict, passes: Optional[int]):
+    """The one rate-control target asked for (None: none), checked before any work."""
+    from rdkit_ae.codec.rate_control import target_of
+    from rdkit_ae.errors import RdkitError
+
+    chosen = {k: v for k, v in targets.items() if v is not None}
+    if not chosen:
+        if passes is not None:
+            raise RdkitError("--passes needs a target: --bpp, --cr, --max-bytes or --psnr")
+        return None
+    names = [f"--{k.replace('_', '-')}" for k in chosen]
+    if len(chosen) > 1:
+        raise RdkitError(f"give one target, not {' and '.join(names)}")
+    if lmbda is not None or rate is not None:
+        raise RdkitError(f"use either {names[0]} or {'--lambda' if lmbda is not None else '--rate'}, not both")
+    return target_of(**chosen)
 
 
 def _codec(model: Path, max_pixels: Optional[int], lmbda: Optional[float] = None, rate: Optional[float] = None):
@@ -135,26 +160,45 @@ def compress(
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     lmbda: Optional[float] = typer.Option(None, "--lambda", help=LAMBDA_HELP),
     rate: Optional[float] = typer.Option(None, "--rate", help=RATE_HELP),
+    bpp: Optional[float] = typer.Option(None, "--bpp", help=TARGET_HELP["bpp"]),
+    cr: Optional[float] = typer.Option(None, "--cr", help=TARGET_HELP["cr"]),
+    max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help=TARGET_HELP["max_bytes"]),
+    psnr: Optional[float] = typer.Option(None, "--psnr", help=TARGET_HELP["psnr"]),
+    passes: Optional[int] = typer.Option(None, "--passes", help=PASSES_HELP),
 ) -> None:
     """Compress images to .rdk files; print bytes, bpp, CR and PSNR/SSIM of the reconstruction."""
     from rdkit_ae.codec import compress_file
     from rdkit_ae.codec.container import SUFFIX
+    from rdkit_ae.codec.rate_control import DEFAULT_PASSES, rate_span
+    from rdkit_ae.codec.target_files import compress_file_to
 
+    targets = {"bpp": bpp, "cr": cr, "max_bytes": max_bytes, "psnr": psnr}
+    target = _target(model, lmbda, rate, targets, passes)
     pairs = _plan(images, output, out_dir, lambda p: p.with_suffix(SUFFIX), model, force)
     codec = _codec(model, max_pixels, lmbda, rate)
+    if target is not None:
+        _check_passes(passes)
+        try:
+            rate_span(codec)
+        except Exception:
+            raise _fixed_rate(target.option.split()[0], model) from None
+
+    def work(src, dst):
+        if target is None:
+            return compress_file(codec, src, dst, verify=verify, max_image_pixels=max_pixels)
+        n = DEFAULT_PASSES if passes is None else passes
+        return compress_file_to(codec, src, dst, target, max_passes=n, verify=verify, max_image_pixels=max_pixels)
+
     out, err = _consoles()
-    reports = _run_all(
-        err,
-        pairs,
-        "compress",
-        lambda src, dst: compress_file(codec, src, dst, verify=verify, max_image_pixels=max_pixels),
-    )
+    reports = _run_all(err, pairs, "compress", work)
     if quiet:
         return
     if len(reports) == 1:
         r = reports[0]
         check = ", verified" if r.verified else ""
         point = f", {codec.operating_point}" if codec.operating_point else ""
+        if target is not None:
+            point = f", {r.achieved}"
         out.print(
             f"{r.source} -> {r.output}: {r.width}x{r.height}, {r.nbytes:,} bytes (container {r.header_bytes}), "
             f"{fmt(r.bpp, '.4f')} bpp, CR {fmt(r.cr, '.1f')}, PSNR {fmt(r.psnr)} dB, SSIM {fmt(r.ssim, '.4f')}"
@@ -163,8 +207,23 @@ def compress(
             soft_wrap=True,
         )
         return
-    point = f", {codec.operating_point}" if codec.operating_point else ""
+    point = f", {codec.operating_point}" if codec.operating_point and target is None else ""
+    point = f", {target.option}" if target is not None else point
     _table(out, reports, f"compressed with {codec.source} (model {codec.id_hex}{point})", quality=True)
+
+
+def _check_passes(passes: Optional[int]) -> None:
+    from rdkit_ae.codec.rate_control import MAX_PASSES
+    from rdkit_ae.errors import RdkitError
+
+    if passes is not None and not 2 <= passes <= MAX_PASSES:
+        raise RdkitError(f"--passes must be in 2..{MAX_PASSES}, got {passes}")
+
+
+def _fixed_rate(option: str, model: Path):
+    from rdkit_ae.errors import RdkitError
+
+    return RdkitError(f"{option} needs a variable-rate model, but {model} has a single rate")
 
 
 @app.command()
@@ -215,6 +274,8 @@ def _table(console, reports, title: str, quality: bool) -> None:
     from rdkit_ae.evaluation.metrics import cr_from_bpp
 
     columns = ["file", "output", "size", "bytes", "bpp", "CR"] + (["PSNR dB", "SSIM"] if quality else [])
+    targeted = all(getattr(r, "rate_report", None) is not None for r in reports)  # rate control: where it landed
+    columns += ["rate", "passes"] if targeted else []
     table = Table(title=title)
     for name in columns:  # fold long paths rather than cut them: the names are the point
         table.add_column(name, overflow="fold")
@@ -222,6 +283,8 @@ def _table(console, reports, title: str, quality: bool) -> None:
         row = [r.source, r.output, f"{r.width}x{r.height}", fmt(r.nbytes, ","), fmt(r.bpp, ".4f"), fmt(r.cr, ".1f")]
         if quality:
             row += [fmt(r.psnr), fmt(r.ssim, ".4f")]
+        if targeted:
+            row += [f"{r.rate_report.rate:.6g}", str(len(r.rate_report.passes))]
         table.add_row(*row)
     n = len(reports)
     bpp = sum(r.bpp for r in reports) / n
@@ -234,5 +297,6 @@ def _table(console, reports, title: str, quality: bool) -> None:
             fmt(sum(psnrs) / len(psnrs) if psnrs else None),
             fmt(sum(ssims) / len(ssims) if ssims else None, ".4f"),
         ]
+    row += ["", ""] if targeted else []
     table.add_row(*row, style="bold")
     console.print(table)
