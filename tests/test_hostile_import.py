@@ -38,7 +38,7 @@ from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import load_model
 from rdkit_ae.cli import app
-from rdkit_ae.errors import CheckpointError
+from rdkit_ae.errors import CheckpointError, RdkitError
 from rdkit_ae.interop import import_compressai, read_compressai_weights
 from rdkit_ae.interop.torch_file import MAX_PICKLE_BYTES, read_claims
 
@@ -252,3 +252,11 @@ def test_archives_torch_would_read_differently_are_refused(tmp_path, state):
     legacy.write_bytes(data)
     with pytest.raises(CheckpointError, match="storages claim 1,073,741,824 bytes; the file holds"):
         read_claims(legacy, 1 << 40)
+
+
+def test_imported_models_code_behind_the_guarded_coder(tmp_path, state):
+    """Finite weights that overflow to infinite latents: the rANS encoder hung on them, unguarded (fuzzing found it)."""
+    huge = _edited(state, g_a__6__weight=torch.full_like(state["g_a.6.weight"], 3e38))
+    model, _ = import_compressai(ARCH, weights=_save(tmp_path / "huge.pth.tar", huge))
+    with pytest.raises(RdkitError, match="NaN, infinite or huge values"):
+        model.compress(torch.rand(1, 3, 32, 32))

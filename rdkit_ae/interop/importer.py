@@ -16,8 +16,9 @@ each before the step it protects allocates anything:
    EntropyBottleneck names), whose canonical ``state_dict()`` is renamed into
    the rdkit-ae recipe with the same layers;
 4. quantile spans and finite weights are checked before ``update()`` builds
-   missing tables, and the tables after it, as ``load_model`` does: an
-   imported model is one ``rdkit compress`` accepts, or nothing is written.
+   missing tables, the tables after it, and the entropy coders are guarded,
+   as ``load_model`` does: an imported model is one ``rdkit compress``
+   accepts, or nothing is written.
 
 The pretrained route downloads into torch.hub's cache and reads that file the
 same way.
@@ -47,7 +48,7 @@ from rdkit_ae.checkpoint import (
     shape_mismatch,
 )
 from rdkit_ae.errors import CheckpointError, RdkitError
-from rdkit_ae.guards import check_model
+from rdkit_ae.guards import check_model, guard_entropy_coders
 from rdkit_ae.interop.architectures import METRICS, Architecture, get_architecture, rate_weight
 from rdkit_ae.interop.torch_file import FileClaims, TensorClaim, check_loaded, check_state, map_state, read_claims
 from rdkit_ae.model import RDModel, assemble_model, plan_model
@@ -257,6 +258,7 @@ def import_compressai(
     rd_model.update()  # only where the weights brought no tables
     check_model(rd_model, source)
     check_number_count(source, rd_model.state_dict(), max_params)
+    guard_entropy_coders(rd_model)  # finite weights can still overflow to NaN latents: the guard refuses those
     return rd_model, recipe
 
 
