@@ -111,19 +111,22 @@ def main() -> None:
             print(json.dumps({f"{ck} on {set_name}": entry}, indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = [
-        "| checkpoint | path | " + " | ".join(c for c in CONDITIONS if c != "default") + " |",
-        "|---|---|---|---|---|---|",
-    ]
-    for ck, entry in results["models"].items():
+    print(write_table(results, args.out))
+
+
+def write_table(results: dict, out: Path) -> str:
+    """results.md beside results.json: broken files per condition, for each model, image set and path."""
+    others = [c for c in CONDITIONS if c != "default"]
+    lines = ["| files | path | " + " | ".join(others) + " |", "|---|---|" + "---|" * len(others)]
+    for what, entry in results["models"].items():
         for path, table in entry.items():
             cells = [
-                f"{t['broken']} of {t['files']} broken (others max diff {t['max_diff_of_others']})"
-                for t in table.values()
+                f"{t['broken']} of {t['files']} broken (max diff {t['max_diff_of_others']})" for t in table.values()
             ]
-            lines.append(f"| {Path(ck).parent.name}/{Path(ck).name} | {path} | " + " | ".join(cells) + " |")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            lines.append(f"| {what} | {path} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + f"\n\nEncoded and decoded on: {results['machine']}\n"
+    (out / "results.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":
