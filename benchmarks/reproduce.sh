@@ -34,3 +34,15 @@ python benchmarks/time_to_quality_report.py --budgets runs/ttq --ablations runs/
 python benchmarks/held_out.py runs/ttq-models/fast-vr-all-levers-on.pt --images ../shared/data/kodak
 # Parallel sweeps: --jobs 1 against --jobs 2, one thread per job.
 python benchmarks/parallel_sweep.py | tee benchmarks/results/parallel_sweep.txt
+
+# Portable files (~25 min): two short trainings, then the portable path against the float path:
+# decoding under other kernels (child processes), its rate cost, and codec speed against 0.2 (a03328b), alone.
+DEV=../shared/data/cifar10-lossless/dev.npz
+rdkit train --recipe fast-vr --data "$DEV" --time-budget 5 --out runs/fast-vr --no-eval -q
+rdkit train --recipe fast-vr-checkerboard --data "$DEV" --time-budget 4 --out runs/fast-vr-cb --no-eval -q
+python benchmarks/portability.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
+  --images ../shared/data/kodak --npz "$DEV" --npz-range 2900:3000 --out benchmarks/results/portability
+python benchmarks/exact_rate_cost.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
+  --images ../shared/data/kodak --out benchmarks/results/exact_rate_cost
+python benchmarks/codec_speed.py --checkpoint runs/fast-vr/best.pt --rate 3 --images ../shared/data/kodak \
+  --baseline a03328b --out benchmarks/results/codec_speed
