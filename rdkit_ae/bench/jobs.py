@@ -30,7 +30,7 @@ from rdkit_ae.evaluation.classic import evaluate_codec, get_codec
 from rdkit_ae.evaluation.evaluator import evaluate_checkpoint
 from rdkit_ae.evaluation.metrics import cr_from_bpp
 from rdkit_ae.evaluation.padding import DEFAULT_PAD
-from rdkit_ae.evaluation.results import EvalResult
+from rdkit_ae.evaluation.results import PERCEPTUAL_KEYS, EvalResult
 from rdkit_ae.files import write_json
 from rdkit_ae.recipe import Recipe
 
@@ -120,6 +120,7 @@ class CodecJob:
                 "opt": self.options,
                 "pillow": self.pillow,
                 "data": self.images.key,
+                **({"metrics": list(self.images.data.metrics)} if self.images.data.metrics else {}),
             }
         )
 
@@ -133,7 +134,12 @@ class CodecJob:
         if res is None:
             images = ctx.images_for(self.images)
             res = evaluate_codec(
-                images, self.codec, self.quality, options=self.options, progress=_Fraction(ctx.progress, len(images))
+                images,
+                self.codec,
+                self.quality,
+                options=self.options,
+                progress=_Fraction(ctx.progress, len(images)),
+                metrics=self.images.data.metrics,
             )
             store_result(self.path, res)
         label = get_codec(self.codec).label
@@ -323,6 +329,8 @@ class EvalJob:
             key["pad"] = self.pad
         if self.rate is not None:  # likewise: fixed-rate points keep their keys
             key["rate"] = self.rate
+        if self.images.data.metrics:  # likewise: evaluations without perceptual metrics keep their keys
+            key["metrics"] = list(self.images.data.metrics)
         return sha(key)
 
     @property
@@ -343,6 +351,7 @@ class EvalJob:
                 progress=_Fraction(ctx.progress, len(images)),
                 pad=self.pad,
                 rate=self.rate,
+                metrics=self.images.data.metrics,
             )
             store_result(self.path, res)
         return PointResult(
@@ -376,5 +385,8 @@ def external_points(ext: dict[str, Any]) -> list[PointResult]:
         for key in ("encoding_time", "decoding_time"):
             if key in r:
                 summary[key] = r[key][i]
+        for key in PERCEPTUAL_KEYS:  # "haarpsi-rgb" -> "haarpsi", ...
+            if f"{key.replace('_', '-')}-rgb" in r:
+                summary[key] = r[f"{key.replace('_', '-')}-rgb"][i]
         pts.append(PointResult(ext["name"], "external", f"#{i}", summary, description=ext["description"]))
     return pts

@@ -19,8 +19,9 @@ from typing import Any
 
 from rdkit_ae.bench.spec import SweepSpec, effective_env
 from rdkit_ae.evaluation.bdrate import bjontegaard, bjontegaard_version
+from rdkit_ae.evaluation.perceptual import metric_for
 from rdkit_ae.evaluation.plots import plot_rd
-from rdkit_ae.evaluation.results import compressai_entry, write_records_csv
+from rdkit_ae.evaluation.results import PERCEPTUAL_KEYS, compressai_entry, write_records_csv
 from rdkit_ae.files import atomic_write_text, write_json
 from rdkit_ae.machine import machine_info
 
@@ -77,7 +78,7 @@ def write_reports(
             write_json(out / "curves" / f"{slug(name)}.json", entry)
     write_json(files["results.json"], entries)
     write_records_csv(files["results.csv"], csv_rows(curves, spec.base))
-    bd = bd_table(spec.anchor, curves, spec.bd_window)
+    bd = bd_table(spec.anchor, curves, spec.bd_window, spec.bd_metric)
     write_json(files["bd_rate.json"], bd)
     atomic_write_text(files["bd_rate.md"], bd_markdown(spec, bd, curves, notes))
     n_images = next(
@@ -89,6 +90,14 @@ def write_reports(
         title=f"{spec.name}: {spec.eval_data.describe(short=True)} ({n_images} images)",
         kinds={n: c["kind"] for n, c in curves.items()},
     )
+    for name in spec.eval_data.metrics:  # one RD plot per perceptual metric: rd-haarpsi.png, ...
+        files[f"rd-{name}.png"] = plot_rd(
+            entries,
+            out / f"rd-{name}.png",
+            title=f"{spec.name}: {spec.eval_data.describe(short=True)} ({n_images} images)",
+            kinds={n: c["kind"] for n, c in curves.items()},
+            metrics=(metric_for(name).compressai,),
+        )
     files["sweep.json"] = out / "sweep.json"
     write_json(files["sweep.json"], sweep_info(spec, notes, executor))
     return files
@@ -135,34 +144,54 @@ def csv_rows(curves: Curves, base: Path) -> list[dict[str, Any]]:
                 "checkpoint": relative(p.checkpoint, base),
                 "overrides": json.dumps(p.overrides) if p.overrides else "",
             }
-            rows.append({k: row.get(k) for k in CSV_COLUMNS})
+            rows.append({k: row.get(k) for k in CSV_COLUMNS} | {k: s[k] for k in PERCEPTUAL_KEYS if k in s})
     return rows
 
 
-def bd_table(anchor_name: str, curves: Curves, window: tuple[float, float] | None = None) -> dict[str, Any]:
-    """BD-rate and BD-PSNR (PSNR vs bpp) of every curve against the anchor (over ``window`` bpp when given)."""
-    anchor = curves.get(anchor_name)
+def bd_table(
+    anchor_name: str, curves: Curves, window: tuple[float, float] | None = None, metric: str = "psnr"
+) -> dict[str, Any]:
+    """BD-rate and BD-quality (``metric`` vs bpp, PSNR by default) of every curve against the anchor (over
+    ``window`` bpp when given).
+
+    A lower-is-better metric (MS-GMSD, MDSI, LPIPS) is negated before the fit, so the integrals run over the
+    same quality interval and BD-rate < 0 still means fewer bits for the same quality; its ``bd_quality`` is
+    given back in the metric's own units (test minus anchor: negative is better for such a metric).
+    """
+    info = metric_for(metric)
     bd: dict[str, Any] = {
         "anchor": anchor_name,
-        "metric": "psnr-rgb",
+        "metric": info.compressai,
         "rate": "bpp",
         "library": f"bjontegaard {bjontegaard_version}",
         "curves": {},
     }
+    if info.name != "psnr":
+        bd["higher_is_better"] = info.higher_is_better
     if window is not None:
         bd["window"] = list(window)
+    anchor = curves.get(anchor_name)
     if anchor is None or not anchor["points"]:
         bd["error"] = f"anchor '{anchor_name}' has no points"
         return bd
-    ar = [p.summary["bpp"] for p in anchor["points"]]
-    aq = [p.summary["psnr"] for p in anchor["points"]]
+    sign = 1.0 if info.higher_is_better else -1.0
+    ar, aq = _curve_values(anchor["points"], info.key, sign)
     for name, c in curves.items():
         if name == anchor_name or not c["points"]:
             continue
-        rates, psnrs = [p.summary["bpp"] for p in c["points"]], [p.summary["psnr"] for p in c["points"]]
-        res = bjontegaard(ar, aq, rates, psnrs, window=window)
-        bd["curves"][name] = {"kind": c["kind"], "points": len(c["points"]), **res.to_dict()}
+        rates, values = _curve_values(c["points"], info.key, sign)
+        res = bjontegaard(ar, aq, rates, values, window=window).to_dict()
+        if info.name != "psnr":
+            quality = res.pop("bd_psnr")
+            res["bd_quality"] = None if quality is None else sign * quality
+        bd["curves"][name] = {"kind": c["kind"], "points": len(c["points"]), **res}
     return bd
+
+
+def _curve_values(points: list[Any], key: str, sign: float) -> tuple[list[float], list[float]]:
+    """``(bpp, sign * quality)`` of a curve's points; a point without the metric gets NaN (dropped, with a note)."""
+    values = [p.summary.get(key) for p in points]
+    return [p.summary["bpp"] for p in points], [float("nan") if v is None else sign * v for v in values]
 
 
 def sweep_info(spec: SweepSpec, notes: list[str], executor: str | None = None) -> dict[str, Any]:
@@ -202,13 +231,25 @@ def _pct(v: float | None) -> str:
 
 
 def bd_markdown(spec: SweepSpec, bd: dict[str, Any], curves: Curves, notes: list[str]) -> str:
+    info = metric_for(bd.get("metric", "psnr-rgb"))
+    if info.name == "psnr":
+        label, unit, what = "PSNR", " (dB)", "quality: mean PSNR (RGB, MAX 255)"
+    else:
+        label, unit = info.name.upper(), ""
+        better = "higher" if info.higher_is_better else "lower"
+        what = f"quality: mean {label} (RGB; {better} is better)"
     lines = [
         f"# BD-rate: {spec.name}",
         "",
         f"Anchor: **{spec.anchor}**. Rate: bpp of real bitstreams / full files on "
         f"{spec.eval_data.describe(base=spec.base)}; "
-        "quality: mean PSNR (RGB, MAX 255). BD-rate < 0: fewer bits than the anchor for the same PSNR; "
-        "BD-PSNR > 0: higher PSNR at the same rate. Computed only over the range both curves cover, "
+        f"{what}. BD-rate < 0: fewer bits than the anchor for the same {label}; "
+        + (
+            "BD-PSNR > 0: higher PSNR at the same rate. "
+            if info.name == "psnr"
+            else f"BD-{label}: the mean {label} difference at the same rate (test minus anchor). "
+        )
+        + "Computed only over the range both curves cover, "
         f"with the bjontegaard package ({bd.get('library', 'bjontegaard')}); interpolation: "
         "cubic = VCEG-M33 cubic fit (4+ points per curve), pchip = piecewise cubic Hermite "
         "(JVET CTC; used below 4 points), akima = Akima spline.",
@@ -220,16 +261,21 @@ def bd_markdown(spec: SweepSpec, bd: dict[str, Any], curves: Curves, notes: list
     if "error" in bd:
         lines += [f"Not computed: {bd['error']}.", ""]
     lines += [
-        "| curve | kind | points | bpp range | PSNR range (dB) | BD-rate | BD-PSNR (dB) | interpolation | notes |",
+        f"| curve | kind | points | bpp range | {label} range{unit} | BD-rate | BD-{label}{unit} | "
+        "interpolation | notes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    digits = 2 if info.name == "psnr" else 4
     for name, r in bd["curves"].items():
         pts = curves[name]["points"]
-        bpps, psnrs = [p.summary["bpp"] for p in pts], [p.summary["psnr"] for p in pts]
-        bdpsnr = "n/a" if r["bd_psnr"] is None else f"{r['bd_psnr']:+.3f}"
+        bpps = [p.summary["bpp"] for p in pts]
+        values = [v for v in (p.summary.get(info.key) for p in pts) if v is not None]
+        span = f"{min(values):.{digits}f}-{max(values):.{digits}f}" if values else "n/a"
+        delta = r.get("bd_psnr", r.get("bd_quality"))
+        delta_text = "n/a" if delta is None else f"{delta:+.{digits + 1}f}"
         lines.append(
             f"| {name} | {r['kind']} | {r['points']} | {min(bpps):.3f}-{max(bpps):.3f} | "
-            f"{min(psnrs):.2f}-{max(psnrs):.2f} | {_pct(r['bd_rate'])} | {bdpsnr} | {r['method']} | "
+            f"{span} | {_pct(r['bd_rate'])} | {delta_text} | {r['method']} | "
             f"{'; '.join(r['notes']) or '-'} |"
         )
     if notes:

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import tomllib
 
+from rdkit_ae.bench.spec_metrics import spec_metrics
 from rdkit_ae.bench.spec_parallel import parallel_table
 from rdkit_ae.bench.spec_tables import (
     CodecSweep,
@@ -38,7 +39,7 @@ from rdkit_ae.evaluation.classic import get_codec
 
 TOP_KEYS = (
     "name", "description", "anchor", "seed", "data", "budget", "eval", "env", "model", "classical", "external",
-    "parallel", "bd_window",
+    "parallel", "bd_window", "metrics", "bd_metric",
 )  # fmt: skip
 
 __all__ = [
@@ -74,6 +75,7 @@ class SweepSpec:
     env_paths: tuple[str, ...] = ()  # the [env] names given as { path = ... }
     parallel: dict[str, Any] = field(default_factory=dict)  # [parallel]: defaults for --jobs, --executor, ...
     bd_window: tuple[float, float] | None = None  # BD figures over this rate window (bpp); None: whole curves
+    bd_metric: str = "psnr"  # the quality the BD figures use (rdkit_ae.evaluation.perceptual names)
 
     @property
     def points(self) -> list[Point]:
@@ -145,6 +147,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     budget = budget_table(raw.get("budget", {}), "[budget]", source)
     batch_size, device = eval_table(raw.get("eval", {}), source)
     eval_data.pad = eval_pad(raw.get("eval", {}), source)  # travels with the images to the evaluation jobs
+    eval_data.metrics, bd_metric = spec_metrics(raw, source)  # likewise
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SpecError(f"{source}: seed must be an integer")
@@ -172,6 +175,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         env_paths,
         parallel_table(raw.get("parallel", {}), source),
         bd_window_value(raw.get("bd_window"), source),
+        bd_metric,
     )
     _check_curves(spec, source)
     return spec

@@ -42,6 +42,7 @@ class DataSpec:
     stop: int | None = None
     split: str = "all"
     pad: str = DEFAULT_PAD
+    metrics: tuple[str, ...] = ()  # the evaluation images' only: top-level metrics = [...] (perceptual ones)
 
     def describe(self, short: bool = False, base: Path | None = None) -> str:
         """``path[start:stop] (split)``; the path relative to ``base`` when given, its name when ``short``."""

@@ -88,7 +88,8 @@ def _bd_cells(name: str, bd: dict[str, Any]) -> tuple[str, str]:
         return "anchor", ""
     r = bd["curves"].get(name)
     rate = "n/a" if r is None or r["bd_rate"] is None else f"{r['bd_rate']:+.1f}%"
-    psnr = "n/a" if r is None or r["bd_psnr"] is None else f"{r['bd_psnr']:+.2f}"
+    delta = None if r is None else r.get("bd_psnr", r.get("bd_quality"))  # bd_quality: a spec's other bd_metric
+    psnr = "n/a" if delta is None else (f"{delta:+.2f}" if "bd_psnr" in r else f"{delta:+.4f}")
     return rate, psnr
 
 
@@ -97,8 +98,10 @@ def _summary(console: Any, result: Any) -> None:
 
     window = result.bd.get("window")
     over = f"over {window[0]:g}-{window[1]:g} bpp" if window else "over each overlap"
-    table = Table(title=f"BD vs {result.bd['anchor']} (PSNR; {over})")
-    for col in ("curve", "points", "bpp", "PSNR dB", "BD-rate", "BD-PSNR dB"):
+    metric = result.bd.get("metric", "psnr-rgb")
+    label = "PSNR" if metric == "psnr-rgb" else metric
+    table = Table(title=f"BD vs {result.bd['anchor']} ({label}; {over})")
+    for col in ("curve", "points", "bpp", "PSNR dB", "BD-rate", "BD-PSNR dB" if label == "PSNR" else f"BD-{label}"):
         table.add_column(col, justify="left" if col == "curve" else "right")
     for name, curve in result.curves.items():
         pts = curve["points"]
