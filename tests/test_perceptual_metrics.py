@@ -188,3 +188,31 @@ def test_lpips_from_hub_cache_and_env_file(no_hub, tmp_path, monkeypatch):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(RdkitError, match="cannot read LPIPS backbone weights"):
         learned_metrics.load_lpips(tmp_path / "junk.pth")
+
+
+def test_cli_eval_lpips_with_a_weights_file(no_hub, tmp_path):
+    import os
+
+    from torchvision.models import alexnet
+
+    from rdkit_ae.cli import app
+
+    torch.manual_seed(6)
+    alex = alexnet().state_dict()
+    torch.save(alex, tmp_path / "alex.pth")
+    model = build_model("conv-mse", TINY_CONV).eval()
+    images = smooth_images(3, seed=9)
+    np.savez(tmp_path / "d.npz", x=images)
+    save_checkpoint(tmp_path / "c.pt", model, model.recipe)
+    result = CliRunner().invoke(
+        app,
+        ["eval", str(tmp_path / "c.pt"), "--data", str(tmp_path / "d.npz"), "--metrics", "lpips",
+         "--lpips-weights", str(tmp_path / "alex.pth"), "--out", str(tmp_path / "r.json")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert learned_metrics.ENV not in os.environ  # the option holds for that command only
+    with torch.no_grad():
+        c = model.compress(to_tensor(images).contiguous())
+        decoded = to_uint8(model.decompress(c["strings"], c["shape"])["x_hat"])
+    mean = json.loads((tmp_path / "r.json").read_text())["results"]["lpips-rgb"][0]
+    assert mean == pytest.approx(float(_lpips_reference(alex, "alex", images, decoded).mean()), abs=1e-5)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -141,34 +142,35 @@ def eval_(
     check_outputs([("--out", out), ("--csv", csv)], [*checkpoints, Path(data)], force=force)
     set_image_pixel_limit(max_pixels)  # images are read lazily, one by one, with this limit
     check_pad(pad)
-    chosen_metrics = _check_metrics(metrics, lpips_weights)
-    points = operating_points(lambdas, rates)
-    per_checkpoint = _points_of(checkpoints, points, device)
-    images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
-    console = _console()
-    results = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        for path, chosen in zip(checkpoints, per_checkpoint):
-            task = progress.add_task(f"eval {path.name}", total=len(images) * len(chosen))
-            for r in evaluate_operating_points(
-                path,
-                images,
-                chosen,
-                batch_size=batch_size,
-                device=device,
-                check_exact=check,
-                pad=pad,
-                metrics=chosen_metrics,
-                progress=lambda n, t=task: progress.advance(t, n),
-            ):
-                results.append((path, r))
+    with _lpips_backbone(lpips_weights):  # --lpips-weights: for this command only
+        chosen_metrics = _check_metrics(metrics)
+        points = operating_points(lambdas, rates)
+        per_checkpoint = _points_of(checkpoints, points, device)
+        images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
+        console = _console()
+        results = []
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            for path, chosen in zip(checkpoints, per_checkpoint):
+                task = progress.add_task(f"eval {path.name}", total=len(images) * len(chosen))
+                for r in evaluate_operating_points(
+                    path,
+                    images,
+                    chosen,
+                    batch_size=batch_size,
+                    device=device,
+                    check_exact=check,
+                    pad=pad,
+                    metrics=chosen_metrics,
+                    progress=lambda n, t=task: progress.advance(t, n),
+                ):
+                    results.append((path, r))
 
     _print_results(console, results, f"{images.name} ({split}, {len(images)} images)", pad, points, chosen_metrics)
     if out is not None:
@@ -184,15 +186,30 @@ def eval_(
         console.print(f"wrote {csv}")
 
 
-def _check_metrics(metrics: Optional[str], lpips_weights: Optional[Path]) -> tuple[str, ...]:
-    """The --metrics names, checked before any work; lpips: its backbone found (one line if not)."""
+@contextlib.contextmanager
+def _lpips_backbone(path: Optional[Path]) -> Iterator[None]:
+    """RDKIT_LPIPS_BACKBONE set to ``path`` (what the evaluation's lpips reads) for the duration, then restored."""
     import os
 
+    if path is None:
+        yield
+        return
+    before = os.environ.get("RDKIT_LPIPS_BACKBONE")
+    os.environ["RDKIT_LPIPS_BACKBONE"] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RDKIT_LPIPS_BACKBONE", None)
+        else:
+            os.environ["RDKIT_LPIPS_BACKBONE"] = before
+
+
+def _check_metrics(metrics: Optional[str]) -> tuple[str, ...]:
+    """The --metrics names, checked before any work; lpips: its backbone found (one line if not)."""
     from rdkit_ae.evaluation.perceptual import parse_metrics
 
     chosen = parse_metrics(metrics)
-    if lpips_weights is not None:
-        os.environ["RDKIT_LPIPS_BACKBONE"] = str(lpips_weights)  # what the evaluation's lpips reads
     if "lpips" in chosen:
         from rdkit_ae.evaluation.learned_metrics import load_lpips
 
