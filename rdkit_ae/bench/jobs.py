@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from rdkit_ae.bench.cache import CACHE_VERSION, file_sha, load_result, read_json
 from rdkit_ae.bench.images import content_hash, load_data
 from rdkit_ae.bench.spec import DataSpec, spec_env
 from rdkit_ae.bench.spec_tables import RatePoint
+from rdkit_ae.bench.targets import evaluate_at_bpp
 from rdkit_ae.bench.training import TrainOutcome, finished_run, train_point
 from rdkit_ae.data.sources import ImageSet
 from rdkit_ae.errors import RdkitError
@@ -279,6 +281,7 @@ class EvalJob:
     resume: bool = True
     pad: str = DEFAULT_PAD  # see rdkit_ae.evaluation.padding
     rate: float | None = None  # a variable-rate model's rate position; None: the checkpoint as it is
+    target_bpp: float | None = None  # or rate control per image to this bpp (rdkit_ae.bench.targets)
 
     @classmethod
     def after(
@@ -311,7 +314,8 @@ class EvalJob:
             device,
             job.resume,
             pad or images.data.pad,
-            None if point is None else job.rates[point].position,
+            None if point is None or job.rates[point].bpp is not None else job.rates[point].position,
+            None if point is None else job.rates[point].bpp,
         )
 
     @classmethod
@@ -329,6 +333,8 @@ class EvalJob:
             key["pad"] = self.pad
         if self.rate is not None:  # likewise: fixed-rate points keep their keys
             key["rate"] = self.rate
+        if self.target_bpp is not None:
+            key["target_bpp"] = self.target_bpp
         if self.images.data.metrics:  # likewise: evaluations without perceptual metrics keep their keys
             key["metrics"] = list(self.images.data.metrics)
         return sha(key)
@@ -342,7 +348,8 @@ class EvalJob:
         cached = res is not None
         if res is None:
             images = ctx.images_for(self.images)
-            res = evaluate_checkpoint(
+            evaluate = evaluate_checkpoint if self.target_bpp is None else partial(evaluate_at_bpp, bpp=self.target_bpp)
+            res = evaluate(
                 self.checkpoint,
                 images,
                 batch_size=self.batch_size,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rdkit_ae.bench.spec_targets import target_bpps
 from rdkit_ae.codec.container import rate_value
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.classic import CODECS, available, get_codec
@@ -21,7 +22,7 @@ from rdkit_ae.recipe import Recipe, load_recipe, parse_override
 INT_BUDGET_KEYS = ("epochs", "max_steps", "limit_train", "limit_val")
 BOOL_BUDGET_KEYS = ("fit_schedule",)  # size the plan to time_budget (rdkit_ae.training.fit_schedule)
 BUDGET_KEYS = (*INT_BUDGET_KEYS, "time_budget", "val_fraction", *BOOL_BUDGET_KEYS)
-MODEL_KEYS = ("recipe", "name", "set", "grid", "points", "budget", "rates", "lambdas")
+MODEL_KEYS = ("recipe", "name", "set", "grid", "points", "budget", "rates", "lambdas", "targets")
 DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
 
 
@@ -63,6 +64,7 @@ class RatePoint:
 
     label: str  # "rate=2" or "lambda=0.0128"
     position: float  # the rate position t the model is evaluated at
+    bpp: float | None = None  # targets = { bpp = [...] }: rate control per image to this bpp (rdkit_ae.bench.targets)
 
 
 @dataclass
@@ -248,18 +250,20 @@ def _model_curve(entry: Any, where: str, base: Path, budget: dict[str, Any], sou
 
 
 def _rates_asked(entry: dict[str, Any], where: str, source: str) -> tuple[str, list[float]] | None:
-    """``rates = [...]`` (rate indices) or ``lambdas = [...]``: ("rate" or "lambda", values); None if neither."""
-    given = [key for key in ("rates", "lambdas") if key in entry]
+    """``rates = [...]``, ``lambdas = [...]`` or ``targets = {bpp = [...]}``: (kind, values); None if none."""
+    given = [key for key in ("rates", "lambdas", "targets") if key in entry]
     if not given:
         return None
     if len(given) > 1:
-        raise SpecError(f"{source}: {where}: give either rates or lambdas, not both")
+        raise SpecError(f"{source}: {where}: give either {given[0]} or {given[1]}, not both")
     if "grid" in entry or "points" in entry:
         raise SpecError(
             f"{source}: {where}: {given[0]} (one training, several operating points) cannot be combined with "
             "grid or points (several trainings): give the variable-rate model its own [[model]] entry"
         )
     key = given[0]
+    if key == "targets":  # rate control per image to each bpp (rdkit_ae.bench.targets)
+        return "bpp", target_bpps(entry[key], f"{source}: {where}.targets", SpecError)
     values = entry[key]
     ok = isinstance(values, list) and values and all(_is_number(v) for v in values)
     if not ok or len(set(values)) != len(values):
@@ -278,8 +282,11 @@ def _rate_points(model: Any, asked: tuple[str, list[float]] | None, where: str) 
     kind, values = asked
     if not model.variable_rate:
         raise SpecError(
-            f"{where}: {kind}s need a variable-rate model (e.g. quantizer 'gain'), but this recipe has a single rate"
+            f"{where}: {'target' if kind == 'bpp' else kind}s need a variable-rate model (e.g. quantizer 'gain'), "
+            "but this recipe has a single rate"
         )
+    if kind == "bpp":
+        return tuple(RatePoint(f"bpp={v:g}", -1.0, bpp=v) for v in values)
     points = []
     for v in values:
         try:
