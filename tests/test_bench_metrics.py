@@ -38,6 +38,8 @@ def test_classical_sweep_with_metrics_and_bd_on_ms_gmsd(tmp_path, data):
     )
     got = bd["curves"]["JPEG"]
     assert got["bd_rate"] == pytest.approx(expected.bd_rate) if expected.bd_rate is not None else got["bd_rate"] is None
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["metrics"] == ["haarpsi", "ms-gmsd"] and info["bd_metric"] == "ms-gmsd"
     md = (out / "bd_rate.md").read_text()
     assert "mean MS-GMSD (RGB; lower is better)" in md and "| BD-MS-GMSD |" in md
 

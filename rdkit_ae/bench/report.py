@@ -217,6 +217,8 @@ def sweep_info(spec: SweepSpec, notes: list[str], executor: str | None = None) -
         "budget": spec.budget,
         "models": models,
         "bd_window": list(spec.bd_window) if spec.bd_window else None,
+        "metrics": list(spec.eval_data.metrics),
+        "bd_metric": spec.bd_metric,
         "seed": spec.seed,
         "env": {k: relative(v, base) if k in spec.env_paths else v for k, v in env.items()},
         "machine": machine_info(),
