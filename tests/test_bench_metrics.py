@@ -98,3 +98,19 @@ def test_learned_points_get_the_metrics_and_a_new_cache_key(tmp_path, data):
     assert 0 < res.curves["WebP"]["points"][0].summary["vsi"] <= 1
     entry = json.loads((tmp_path / "out" / "curves" / "conv-mse.json").read_text())
     assert entry["results"]["vsi-rgb"] == [pytest.approx(point.summary["vsi"])]
+
+
+def test_lpips_in_a_spec_needs_its_backbone_before_any_work(tmp_path, data, monkeypatch):
+    import torch
+
+    from rdkit_ae.evaluation import learned_metrics
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv(learned_metrics.ENV, raising=False)
+    body = 'metrics = ["lpips"]\n[data]\neval = "data/d.npz"\n[classical]\nwebp = [5]\n'
+    with pytest.raises(SpecError, match="metrics: LPIPS needs torchvision's ImageNet AlexNet") as err:
+        load_spec(write_spec(tmp_path, body))
+    assert "\n" not in str(err.value)
+    (tmp_path / "alex.pth").write_bytes(b"x")
+    monkeypatch.setenv(learned_metrics.ENV, str(tmp_path / "alex.pth"))
+    assert load_spec(write_spec(tmp_path, body)).eval_data.metrics == ("lpips",)

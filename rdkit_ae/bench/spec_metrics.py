@@ -25,4 +25,11 @@ def spec_metrics(raw: dict[str, Any], source: str) -> tuple[tuple[str, ...], str
         raise SpecError(f"{source}: {exc}") from None
     if bd_name not in ALWAYS and bd_name not in metrics:
         metrics = (*metrics, bd_name)
+    if "lpips" in metrics:  # its backbone must be here before the first training, not after it
+        from rdkit_ae.evaluation.learned_metrics import lpips_backbone_path
+
+        try:
+            lpips_backbone_path()
+        except RdkitError as exc:
+            raise SpecError(f"{source}: metrics: {exc}") from None
     return metrics, bd_name
