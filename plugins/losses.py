@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdkit_ae.errors import PluginError, RdkitError
-from rdkit_ae.plugins import vgg
 from rdkit_ae.plugin.checks import check_choice, check_int
+from rdkit_ae.plugins import vgg
 from rdkit_ae.registry import register
 
 
