@@ -26,7 +26,8 @@ DEFAULT_PASSES = 12
 MAX_PASSES = 64
 BYTES_TOLERANCE = 0.005  # bpp/cr: stop within 0.5% of the target bytes; max_bytes: within 1% below the ceiling
 PSNR_TOLERANCE = 0.05  # dB above the target
-MIN_STEP = 1e-6  # rate positions closer than this are one float32 apart at most: the bracket is done
+MIN_STEP = 1e-4  # a bracket narrower than this (in rate position) is done: sizes jump there, no pass lands between
+WORD_BYTES = 4  # file sizes move in steps of whole entropy-coder words
 EDGE = 0.1  # an interpolated step stays this fraction of the bracket away from its ends
 
 
@@ -223,19 +224,11 @@ class _Search:
         return self.files[best.rate], best
 
     def _closed(self, lo: Pass, hi: Pass) -> bool:
-        """Whether no pass can fall strictly inside the bracket: one float32 wide, or no size between its ends.
-
-        Sizes come in steps (the entropy coder writes whole words): the step is
-        the gcd of the differences between the sizes seen inside the range, once
-        three are known (the ends store their rate in 1 byte, the others in 5).
-        """
+        """Whether no better pass is likely strictly inside the bracket: it is narrower than ``MIN_STEP``,
+        or its sizes are one entropy-coder word apart (rANS writes whole 4-byte words per stream)."""
         if hi.rate - lo.rate <= MIN_STEP:
             return True
-        sizes = sorted({p.nbytes for p in self.passes[2:]})
-        if self.target.kind == "psnr" or len(sizes) < 3:
-            return False
-        step = math.gcd(*(b - a for a, b in zip(sizes, sizes[1:])))
-        return hi.nbytes - lo.nbytes <= step
+        return self.target.kind != "psnr" and hi.nbytes - lo.nbytes <= WORD_BYTES
 
     def _below(self, p: Pass) -> bool:
         """Whether ``p`` is on the low side of the goal (the bracket's new low end)."""
