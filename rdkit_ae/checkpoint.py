@@ -129,6 +129,7 @@ def check_archive_size(p: Path, limit: int, hint: str = f"set {MAX_PARAMS_ENV} t
 
 def _check_weights(p: Path, payload: dict[str, Any], max_params: int | None) -> None:
     state = payload["model"]
+    check_storage_claims(p, state)
     check_number_count(p, state, max_params)
     digest = payload.get(DIGEST_KEY)
     if digest is None:
@@ -137,6 +138,24 @@ def _check_weights(p: Path, payload: dict[str, Any], max_params: int | None) -> 
         raise CheckpointError(
             f"{p}: the weights do not match their stored digest (the file is corrupted or was edited)"
         )
+
+
+def check_storage_claims(where: str | Path, state: Mapping[str, Any]) -> None:
+    """Refuse tensors that claim more numbers than their storage holds (a zero or overlapping stride).
+
+    Such a view costs nothing when loaded, but the digest, ``load_state_dict``
+    and the entropy tables copy it in full: 8 stored numbers can claim
+    hundreds of millions.
+    """
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        room = value.untyped_storage().nbytes() // max(value.element_size(), 1) - value.storage_offset()
+        if value.numel() > max(room, 0):
+            raise CheckpointError(
+                f"{where}: refused: tensor '{name}' of shape {tuple(value.shape)} claims {value.numel():,} numbers "
+                f"from a storage holding {max(room, 0):,} (a zero or overlapping stride)"
+            )
 
 
 def check_number_count(where: str | Path, state: Mapping[str, Any], max_params: int | None = None) -> None:

@@ -151,3 +151,23 @@ def test_cli_refuses_flipped_checkpoint(tiny, tmp_path):
     image = tmp_path / "a.png"
     Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(image)
     assert_one_line_error(run_cli(tmp_path, "compress", image, "-m", bad), "stored digest")
+
+
+@pytest.mark.parametrize("with_digest", [False, True])
+def test_a_zero_stride_claim_in_a_checkpoint_is_refused_before_it_is_copied(tmp_path, with_digest):
+    """8 stored numbers claiming 360 million (a zero stride): refused in one line, before the digest or a copy."""
+    model = build_model("hyperprior", ["encoder.N=8", "encoder.M=12", "quantizer.N=8"]).eval()
+    model.update()
+    save_checkpoint(tmp_path / "ok.pt", model, model.recipe)
+    payload = torch.load(tmp_path / "ok.pt", weights_only=True)
+    key = next(k for k in payload["model"] if k.endswith("gaussian_conditional._quantized_cdf"))
+    payload["model"][key] = torch.zeros(8, dtype=torch.int32).as_strided((4, 90_000_000), (1, 0))
+    if not with_digest:
+        payload.pop(DIGEST_KEY)
+    torch.save(payload, tmp_path / "bad.pt")
+    assert (tmp_path / "bad.pt").stat().st_size < 200_000
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    run = run_cli(tmp_path, "compress", tmp_path / "a.png", "-m", tmp_path / "bad.pt", "-o", tmp_path / "a.rdk")
+    assert_one_line_error(run, "claims 360,000,000 numbers from a storage holding 8")
+    assert_cheap(run)
+    assert not (tmp_path / "a.rdk").exists()

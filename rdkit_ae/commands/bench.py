@@ -168,6 +168,7 @@ def bench(
         "--threads-per-job",
         "--num-cpus",
         min=1,
+        max=1024,  # as [parallel] threads_per_job: 2**31 overflowed torch with a traceback
         help="threads of each job (default: cores // jobs); with Ray, each task's num_cpus (default 1)",
     ),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray"),
