@@ -109,12 +109,39 @@ def compress_file(
 
     Images over ``max_image_pixels`` (default: ``$RDKIT_MAX_IMAGE_PIXELS`` or 32 MP) are refused from their header.
     """
+    image, notes = read_source(source, max_image_pixels)
     try:
-        image, notes = read_image(source, max_pixels=max_image_pixels)
-        if not image.flags.writeable:  # Pillow's arrays are read-only; torch warns on those
-            image = image.copy()
         data = codec.compress(image)
         reference = codec.reconstruct(image)
+    except RdkitError as exc:
+        raise _prefixed(exc, source) from None
+    return write_report(codec, source, output, image, data, reference, verify, notes, codec.rate)
+
+
+def read_source(source: str | Path, max_image_pixels: int | None) -> tuple[np.ndarray, list[str]]:
+    """An image file as a writable uint8 array and its notes; errors name the file."""
+    try:
+        image, notes = read_image(source, max_pixels=max_image_pixels)
+    except RdkitError as exc:
+        raise _prefixed(exc, source) from None
+    if not image.flags.writeable:  # Pillow's arrays are read-only; torch warns on those
+        image = image.copy()
+    return image, notes
+
+
+def write_report(
+    codec: Codec,
+    source: str | Path,
+    output: str | Path,
+    image: np.ndarray,
+    data: bytes,
+    reference: np.ndarray,
+    verify: bool,
+    notes: list[str],
+    rate: float | None,
+) -> Report:
+    """Verify (if asked) and write ``data`` atomically, then the report of what was written."""
+    try:
         if verify:
             _verify(codec, data, reference)
         _write(Path(output), data)
@@ -129,7 +156,7 @@ def compress_file(
             f"({container.PIXELS_PER_BYTE} pixels per byte); decode it with --max-pixels {h * w}"
         )
     return Report(
-        str(source), str(output), h, w, len(data), header, scores["psnr"], scores["ssim"], verify, notes, codec.rate
+        str(source), str(output), h, w, len(data), header, scores["psnr"], scores["ssim"], verify, notes, rate
     )
 
 
