@@ -18,7 +18,7 @@ from rdkit_ae.codec.coder import Codec
 from rdkit_ae.codec.identity import ModelMismatchError
 from rdkit_ae.data.sources import read_image
 from rdkit_ae.errors import DataError, FormatError, RdkitError
-from rdkit_ae.evaluation.metrics import bpp_from_bytes, cr_from_bpp, quality
+from rdkit_ae.evaluation.metrics import CodedSize, quality
 from rdkit_ae.files import atomic_write_bytes
 
 MAX_FILE_BYTES = 1 << 30  # an .rdk larger than this is refused before it is read
@@ -26,7 +26,7 @@ _FORMATS = {".png": "PNG", ".bmp": "BMP", ".ppm": "PPM", ".tif": "TIFF", ".tiff"
 
 
 @dataclass
-class Report:
+class Report(CodedSize):
     """What ``rdkit compress`` / ``decompress`` print for one file."""
 
     source: str
@@ -40,14 +40,6 @@ class Report:
     verified: bool = False
     notes: list[str] = field(default_factory=list)
     rate: float | None = None  # a variable-rate model's rate position (the file's)
-
-    @property
-    def bpp(self) -> float:
-        return bpp_from_bytes(self.nbytes, self.height, self.width)
-
-    @property
-    def cr(self) -> float | None:
-        return cr_from_bpp(self.bpp)
 
 
 def read_rdk(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:

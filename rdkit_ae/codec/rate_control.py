@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rdkit_ae.errors import RdkitError
-from rdkit_ae.evaluation.metrics import bpp_from_bytes, cr_from_bpp, psnr
+from rdkit_ae.evaluation.metrics import CodedSize, bpp_from_bytes, psnr
 
 DEFAULT_PASSES = 12
 MAX_PASSES = 64
@@ -66,7 +66,7 @@ class Pass:
 
 
 @dataclass
-class RateReport:
+class RateReport(CodedSize):
     """How :func:`compress_to` met its target: the chosen pass, the passes made and what they reached."""
 
     target: Target
@@ -76,14 +76,6 @@ class RateReport:
     width: int
     psnr: float | None
     passes: list[Pass] = field(default_factory=list)
-
-    @property
-    def bpp(self) -> float:
-        return bpp_from_bytes(self.nbytes, self.height, self.width)
-
-    @property
-    def cr(self) -> float | None:
-        return cr_from_bpp(self.bpp)
 
     @property
     def achieved(self) -> str:

@@ -29,6 +29,22 @@ def cr_from_bpp(bpp: float | None) -> float | None:
     return BITS_PER_PIXEL_RGB / bpp if bpp else None
 
 
+class CodedSize:
+    """For a record of one coded image (``nbytes``, ``height``, ``width``): its bpp and compression ratio."""
+
+    nbytes: int
+    height: int
+    width: int
+
+    @property
+    def bpp(self) -> float:
+        return bpp_from_bytes(self.nbytes, self.height, self.width)
+
+    @property
+    def cr(self) -> float | None:
+        return cr_from_bpp(self.bpp)
+
+
 def _check_pair(original: np.ndarray, decoded: np.ndarray) -> None:
     if original.shape != decoded.shape:
         raise ValueError(f"shape mismatch: {original.shape} vs {decoded.shape}")
