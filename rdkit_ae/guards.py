@@ -86,12 +86,10 @@ class SymbolLedger:
     def __init__(self, side: str) -> None:
         self.side = side  # "encode" or "decode": a compress that decodes its own strings counts them once
         self.digest = 0
-        self.calls = 0
 
     def add(self, symbols: np.ndarray) -> None:
         data = np.ascontiguousarray(symbols, dtype="<i4").tobytes()
         self.digest = (self.digest + zlib.crc32(data)) & 0xFFFFFFFF
-        self.calls += 1
 
 
 class _GuardedCoder:
