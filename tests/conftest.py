@@ -11,6 +11,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# Under pytest-xdist (CI runs `pytest`, whose addopts spread the tests over the cores) every worker
+# and the processes it starts use one thread: two workers with default threads on 2 cores slow each
+# other down about 10x. Set before torch is imported; tests that choose threads pass them explicitly.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 # Tiny versions of the zoo recipes: same plugins, a fraction of the compute.
 TINY = {
     "conv-mse": ["encoder.channels=[8, 16]", "encoder.latent_channels=4"],
