@@ -230,7 +230,7 @@ def _fixed_rate(option: str, model: Path):
 @handle_errors
 def decompress(
     files: List[Path] = typer.Argument(..., help=".rdk files"),
-    model: Path = typer.Option(..., "--model", "-m", help="the checkpoint that compressed them"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="the checkpoint that compressed them"),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help=f"output image (one input only; default FILE{DECODED_SUFFIX})"
     ),
@@ -238,9 +238,12 @@ def decompress(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help=MAX_PIXELS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
+    backend: str = typer.Option(
+        "torch", "--backend", help="torch (the checkpoint) or onnx (an `rdkit export onnx` folder)"
+    ),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="with --backend onnx: the export folder (no checkpoint)"),
 ) -> None:
     """Decode .rdk files to PNG images (bit-exact: the same file always gives the same pixels)."""
-    from rdkit_ae.codec import decompress_file
     from rdkit_ae.errors import RdkitError
 
     if output is not None and output.suffix.lower() not in LOSSLESS_SUFFIXES:
@@ -249,8 +252,11 @@ def decompress(
     def default_name(p: Path) -> Path:
         return p.with_name(p.stem + (".png" if out_dir is not None else DECODED_SUFFIX))
 
-    pairs = _plan(files, output, out_dir, default_name, model, force)
-    codec = _codec(model, max_pixels)
+    from rdkit_ae.interop.onnx.cli import backend_source, open_backend
+
+    source = backend_source(backend, model, onnx)
+    pairs = _plan(files, output, out_dir, default_name, source, force)
+    codec, decompress_file = open_backend(backend, source, max_pixels, _codec)
     out, err = _consoles()
     reports = _run_all(err, pairs, "decompress", lambda src, dst: decompress_file(codec, src, dst))
     if quiet:

@@ -80,3 +80,30 @@ def export_compressai(
     console = _console()
     console.print(f"wrote {output}: CompressAI {arch.name} (N={ca_model.N}, M={ca_model.M})")
     console.print(f"read it: python -m compressai.utils.eval_model checkpoint IMAGES -a {arch.name} -p {output}")
+
+
+@export_app.command("onnx")
+@handle_errors
+def export_onnx(
+    checkpoint: Path = typer.Argument(
+        ..., help="rdkit-ae checkpoint (.pt): a hyperprior-family model (or 'gain' over one)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="folder to write (graphs, tables.npz, manifest.json)."),
+    force: bool = typer.Option(False, "--force", "-f", help="replace an earlier ONNX export in that folder."),
+) -> None:
+    """Export a checkpoint as ONNX graphs, entropy tables and a manifest (needs pip install 'rdkit-ae[onnx]').
+
+    Decode .rdk files with it: `rdkit decompress FILE.rdk --backend onnx --onnx DIR`, or
+    from another runtime (docs/interop.md, "ONNX and non-Python decoders").
+    """
+    from rdkit_ae.interop.onnx import deps
+    from rdkit_ae.interop.onnx.export import export_onnx as export
+
+    deps.onnx(), deps.onnxruntime()
+    report = export(checkpoint, output, force=force)
+    m = report.manifest
+    console = _console()
+    console.print(
+        f"wrote {output}: model {m.model_id.hex()} ({m.family}), {len(m.graphs)} graphs, {report.nbytes:,} bytes"
+    )
+    console.print(f"decode: rdkit decompress FILE.rdk --backend onnx --onnx {output}")
