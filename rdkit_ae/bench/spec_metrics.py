@@ -25,11 +25,14 @@ def spec_metrics(raw: dict[str, Any], source: str) -> tuple[tuple[str, ...], str
         raise SpecError(f"{source}: {exc}") from None
     if bd_name not in ALWAYS and bd_name not in metrics:
         metrics = (*metrics, bd_name)
-    if "lpips" in metrics:  # its backbone must be here before the first training, not after it
+    if "lpips" in metrics or "dists" in metrics:  # the backbone must be here before the first training
+        from rdkit_ae.evaluation.dists import dists_backbone_path
         from rdkit_ae.evaluation.learned_metrics import lpips_backbone_path
 
         try:
-            lpips_backbone_path()
+            for name, find in (("lpips", lpips_backbone_path), ("dists", dists_backbone_path)):
+                if name in metrics:
+                    find()
         except RdkitError as exc:
             raise SpecError(f"{source}: metrics: {exc}") from None
     return metrics, bd_name

@@ -109,14 +109,20 @@ def eval_(
     metrics: Optional[str] = typer.Option(
         None,
         "--metrics",
-        help="perceptual metrics to add, comma-separated: haarpsi, ms-gmsd, vsi, mdsi (piq, weight-free), lpips "
-        "(needs backbone weights); psnr, ssim and ms-ssim are always computed",
+        help="perceptual metrics to add, comma-separated: haarpsi, ms-gmsd, vsi, mdsi (piq, weight-free), lpips, "
+        "dists (need backbone weights); psnr, ssim and ms-ssim are always computed",
     ),
     lpips_weights: Optional[Path] = typer.Option(
         None,
         "--lpips-weights",
         help="torchvision AlexNet/VGG-16 ImageNet weights for lpips (default: RDKIT_LPIPS_BACKBONE, then torch's "
         "hub cache)",
+    ),
+    dists_weights: Optional[Path] = typer.Option(
+        None,
+        "--dists-weights",
+        help="torchvision VGG-16 ImageNet weights (through conv5_3) for dists (default: RDKIT_DISTS_BACKBONE, then "
+        "torch's hub cache)",
     ),
     rates: List[str] = typer.Option(
         [],
@@ -142,8 +148,9 @@ def eval_(
     check_outputs([("--out", out), ("--csv", csv)], [*checkpoints, Path(data)], force=force)
     set_image_pixel_limit(max_pixels)  # images are read lazily, one by one, with this limit
     check_pad(pad)
-    with _lpips_backbone(lpips_weights):  # --lpips-weights: for this command only
-        chosen_metrics = _check_metrics(metrics)
+    # --lpips-weights, --dists-weights: for this command only
+    with _env_file("RDKIT_LPIPS_BACKBONE", lpips_weights), _env_file("RDKIT_DISTS_BACKBONE", dists_weights):
+        chosen_metrics = _check_metrics(metrics, lpips_weights, dists_weights)
         points = operating_points(lambdas, rates)
         per_checkpoint = _points_of(checkpoints, points, device)
         images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
@@ -187,33 +194,39 @@ def eval_(
 
 
 @contextlib.contextmanager
-def _lpips_backbone(path: Optional[Path]) -> Iterator[None]:
-    """RDKIT_LPIPS_BACKBONE set to ``path`` (what the evaluation's lpips reads) for the duration, then restored."""
+def _env_file(env: str, path: Optional[Path]) -> Iterator[None]:
+    """``env`` (a backbone variable the evaluation's lpips/dists reads) set to ``path`` for the duration, then
+    restored."""
     import os
 
     if path is None:
         yield
         return
-    before = os.environ.get("RDKIT_LPIPS_BACKBONE")
-    os.environ["RDKIT_LPIPS_BACKBONE"] = str(path)
+    before = os.environ.get(env)
+    os.environ[env] = str(path)
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop("RDKIT_LPIPS_BACKBONE", None)
+            os.environ.pop(env, None)
         else:
-            os.environ["RDKIT_LPIPS_BACKBONE"] = before
+            os.environ[env] = before
 
 
-def _check_metrics(metrics: Optional[str]) -> tuple[str, ...]:
-    """The --metrics names, checked before any work; lpips: its backbone found (one line if not)."""
+def _check_metrics(metrics: Optional[str], lpips_file: Optional[Path], dists_file: Optional[Path]) -> tuple[str, ...]:
+    """The --metrics names, checked before any work; lpips, dists: their backbone loaded (one line if not, naming
+    the option that gave the file)."""
     from rdkit_ae.evaluation.perceptual import parse_metrics
 
     chosen = parse_metrics(metrics)
     if "lpips" in chosen:
         from rdkit_ae.evaluation.learned_metrics import load_lpips
 
-        load_lpips()
+        load_lpips(lpips_file)
+    if "dists" in chosen:
+        from rdkit_ae.evaluation.dists import load_dists
+
+        load_dists(dists_file)
     return chosen
 
 

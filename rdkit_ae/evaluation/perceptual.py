@@ -2,8 +2,8 @@
 
 The weight-free ones (HaarPSI, MS-GMSD, VSI, MDSI) come from `piq`
 (https://github.com/photosynthesis-team/piq), computed on the 8-bit images
-scaled to [0, 1] (``data_range=1``). LPIPS needs an ImageNet
-backbone (:mod:`.learned_metrics`). Each metric gives one value per image, or
+scaled to [0, 1] (``data_range=1``). LPIPS and DISTS need an ImageNet
+backbone (:mod:`.learned_metrics`, :mod:`.dists`). Each metric gives one value per image, or
 None where the image is too small for it (see ``min_side``), never an error.
 """
 
@@ -39,6 +39,7 @@ METRICS = {
         Metric("vsi", "vsi", "vsi-rgb", True, "0..1", 1),
         Metric("mdsi", "mdsi", "mdsi-rgb", False, "0..~0.6 (0: identical)", 1),
         Metric("lpips", "lpips", "lpips-rgb", False, "0..~1 (0: identical)", 16, learned=True),
+        Metric("dists", "dists", "dists-rgb", False, "0..~1 (0: identical)", 32, learned=True),
     )
 }
 ALWAYS = ("psnr", "ssim", "ms-ssim")  # computed in every evaluation, as before --metrics existed

@@ -27,6 +27,7 @@ ALL_PANELS = (
     ("vsi-rgb", "VSI (higher is better)"),
     ("mdsi-rgb", "MDSI (lower is better)"),
     ("lpips-rgb", "LPIPS (lower is better)"),
+    ("dists-rgb", "DISTS (lower is better)"),
 )
 
 

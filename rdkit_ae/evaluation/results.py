@@ -60,7 +60,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return s
 
 
-PERCEPTUAL_KEYS = ("haarpsi", "ms_gmsd", "vsi", "mdsi", "lpips")  # --metrics (rdkit_ae.evaluation.perceptual)
+PERCEPTUAL_KEYS = ("haarpsi", "ms_gmsd", "vsi", "mdsi", "lpips", "dists")  # --metrics (rdkit_ae.evaluation.perceptual)
 
 # CompressAI results keys <- our summary keys. CompressAI's own tools
 # (compressai.utils.plot) read "bpp" and "<metric>-rgb" lists.
