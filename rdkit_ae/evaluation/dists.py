@@ -115,6 +115,8 @@ def _conv_shapes() -> dict[int, tuple[int, int]]:
 def load_backbone(path: Path) -> list[tuple[Any, Any]]:
     """The thirteen ``(weight, bias)`` pairs of VGG-16's ``features`` from a torchvision state dict (one-line
     error for anything else, e.g. a file that stops before conv5_3)."""
+    import torch
+
     state = _load(path, "DISTS backbone weights")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -123,8 +125,12 @@ def load_backbone(path: Path) -> list[tuple[Any, Any]]:
     out = []
     for idx, (c_out, c_in) in _conv_shapes().items():
         w, b = state.get(f"features.{idx}.weight"), state.get(f"features.{idx}.bias")
-        ok = getattr(w, "shape", None) == (c_out, c_in, 3, 3) and getattr(b, "shape", None) == (c_out,)
-        if not ok:
+        if not (
+            isinstance(w, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and w.shape == (c_out, c_in, 3, 3)
+            and b.shape == (c_out,)
+        ):
             raise RdkitError(
                 f"{path}: features.{idx} missing or of the wrong shape: DISTS needs torchvision's VGG-16 "
                 "convolutions conv1_1..conv5_3 (features.0..28)"

@@ -31,6 +31,11 @@ class DistsNet(nn.Module):
     """``net(x, y)`` -> DISTS per image of two (N, 3, H, W) batches in [0, 1] (0: identical). Frozen: the
     backbone and weights are buffers, so the network adds nothing to a model's parameters."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+
     def __init__(self, convs: Sequence[tuple[torch.Tensor, torch.Tensor]], alpha: torch.Tensor, beta: torch.Tensor):
         super().__init__()
         self.n_convs = [len(c) for c in STAGE_CONVS]
