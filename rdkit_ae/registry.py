@@ -29,6 +29,7 @@ BUILTIN_MODULES = (
     "rdkit_ae.plugins.checkerboard",
     "rdkit_ae.plugins.losses",
     "rdkit_ae.plugins.perceptual_losses",
+    "rdkit_ae.plugins.rd_perceptual",
     "rdkit_ae.plugins.callbacks",
     "rdkit_ae.plugins.ema",
     "rdkit_ae.plugins.tensorboard",
