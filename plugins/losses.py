@@ -198,6 +198,16 @@ class VGGPerceptualLoss(nn.Module):
     weights (torchvision's: ``torchvision``; the original Caffe release:
     ``caffe``). The network follows the device of ``x``.
 
+    Speed (a CPU step of conv-hybrid is mostly this loss; see
+    docs/training.md): ``precision="bf16"`` runs the two VGG forward passes
+    (and so their backward) under bf16 autocast, the loss itself summed in
+    fp32; ``"auto"`` is bf16 where the hardware has native bf16 (AVX512-BF16
+    or AMX CPUs, CUDA GPUs that support it), else fp32; ``"fp32"`` (default)
+    is the reference. ``every=k`` computes the term only on every k-th call
+    in training mode (the first, the (k+1)-th, ...) and multiplies it by k
+    there, returning 0 in between, so its expected weight is unchanged; in
+    eval mode (validation) it is always computed, at weight 1.
+
     Args:
         layers: ReLU layers, among relu1_1, relu1_2, relu2_1, relu2_2,
             relu3_1, relu3_2, relu3_3, relu4_1, relu4_2, relu4_3, relu5_1,
@@ -207,6 +217,8 @@ class VGGPerceptualLoss(nn.Module):
         weights: VGG-16 weights file, or "torchvision".
         preprocessing: "torchvision" or "caffe".
         normalize: "target" (default) or "none".
+        precision: "fp32" (default), "bf16" or "auto".
+        every: compute the term on every k-th training call (default 1).
     """
 
     def __init__(
@@ -216,6 +228,8 @@ class VGGPerceptualLoss(nn.Module):
         weights: str | None = None,
         preprocessing: str | None = None,
         normalize: str = "target",
+        precision: str = "fp32",
+        every: int = 1,
     ):
         super().__init__()
         name = "loss 'vgg-perceptual'"
@@ -230,6 +244,9 @@ class VGGPerceptualLoss(nn.Module):
         self.layers = layers
         self.layer_weights = self._check_layer_weights(name, layers, layer_weights)
         self.normalize = check_choice(name, "normalize", normalize, NORMALIZE)
+        self.precision = check_choice(name, "precision", precision, vgg.PRECISIONS)
+        self.every = check_int(name, "every", every, minimum=1)
+        self._calls = 0  # training-mode calls so far, for `every`
         self.preprocessing = vgg.resolve_preprocessing(preprocessing)
         path, self.weights_source = vgg.resolve_weights(weights)
         self.weights_path = path
@@ -276,35 +293,36 @@ class VGGPerceptualLoss(nn.Module):
             net.eval()  # the feature network is frozen, always in eval mode
         return self
 
-    def _features(self, net: nn.Sequential, x: Tensor) -> list[Tensor]:
-        h = vgg.preprocess(x.float(), self.preprocessing).contiguous(memory_format=torch.channels_last)
-        wanted = {i: n for n, i in self._index_of.items()}
-        feats: dict[str, Tensor] = {}
-        for i, layer in enumerate(net):
-            h = layer(h)
-            if i in wanted:
-                feats[wanted[i]] = h
-        return [feats[n] for n in self.layers]
-
     def forward(self, x: Tensor, out: Mapping[str, Any]) -> Tensor:
-        net = self._net(x.device)
         x_hat = out["x_hat"].to(x.device)
-        with torch.no_grad():
-            targets = self._features(net, x)
-        preds = self._features(net, x_hat)
+        scale = 1.0
+        if self.training and self.every > 1:
+            active = self._calls % self.every == 0
+            self._calls += 1
+            if not active:
+                return x_hat.sum() * 0.0  # zero, still in the graph (a recipe may have no other term)
+            scale = float(self.every)
+        net = self._net(x.device)
+        indices = [self._index_of[n] for n in self.layers]
+        with vgg.autocast(vgg.resolve_precision(self.precision, x.device), x.device):
+            with torch.no_grad():  # the original's features need no autograd
+                targets = vgg.features(net, x, indices, self.preprocessing)
+            preds = vgg.features(net, x_hat, indices, self.preprocessing)
         total = x_hat.new_zeros((), dtype=torch.float32)
         for w, p, t in zip(self.layer_weights, preds, targets):
+            p, t = p.float(), t.float()  # the loss is summed in fp32 whatever the features' precision
             term = F.mse_loss(p, t)
             if self.normalize == "target":
                 term = term / t.pow(2).mean().clamp_min(1e-12)
             total = total + w * term
-        return total
+        return total * scale if scale != 1.0 else total
 
     def extra_repr(self) -> str:
         src = self.weights_path or "torchvision IMAGENET1K_V1"
         return (
             f"layers={list(self.layers)}, layer_weights={list(self.layer_weights)}, "
-            f"weights={src!r}, preprocessing={self.preprocessing!r}, normalize={self.normalize!r}"
+            f"weights={src!r}, preprocessing={self.preprocessing!r}, normalize={self.normalize!r}, "
+            f"precision={self.precision!r}, every={self.every}"
         )
 
 

@@ -25,11 +25,12 @@ loss needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 from pathlib import Path
-from typing import Mapping
+from typing import ContextManager, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,6 +42,7 @@ ENV_WEIGHTS = "RDKIT_VGG_WEIGHTS"
 ENV_PREPROCESSING = "RDKIT_VGG_PREPROCESSING"
 TORCHVISION = "torchvision"
 PREPROCESSINGS = ("torchvision", "caffe")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 #: ReLU layer name -> index in ``torchvision.models.vgg16().features``.
 LAYERS: dict[str, int] = {
@@ -110,6 +112,52 @@ def preprocess(x: Tensor, convention: str) -> Tensor:
     mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+# -- precision ------------------------------------------------------------------
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which it has no bf16 dot-product instructions.
+_NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products natively (not emulated, where bf16 is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    if isa in _NO_BF16_ISAS:
+        return False
+    cpu = torch.cpu
+    if hasattr(cpu, "_is_avx512_bf16_supported") and torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # e.g. Arm with BF16
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "fp32" or "bf16" for ``device``: "auto" is bf16 where the hardware has native bf16."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> ContextManager:
+    """bf16 autocast on ``device`` for "bf16", nothing for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def features(net: nn.Sequential, x: Tensor, indices: Sequence[int], convention: str) -> list[Tensor]:
+    """Activations of ``net`` at ``indices`` (in that order) for [0, 1] images ``x``, channels-last."""
+    h = preprocess(x.float(), convention).contiguous(memory_format=torch.channels_last)
+    wanted = set(indices)
+    feats: dict[int, Tensor] = {}
+    for i, layer in enumerate(net):
+        h = layer(h)
+        if i in wanted:
+            feats[i] = h
+    return [feats[i] for i in indices]
 
 
 # -- the network --------------------------------------------------------------
@@ -277,6 +325,11 @@ def clear_cache() -> None:
 __all__ = [
     "LAYERS",
     "ENV_WEIGHTS",
+    "PRECISIONS",
+    "autocast",
+    "features",
+    "native_bf16",
+    "resolve_precision",
     "ENV_PREPROCESSING",
     "VGGWeightsError",
     "build_features",
