@@ -27,6 +27,20 @@ class Run:
     peak_mb: float  # the child's peak resident memory
 
 
+# ``python -m rdkit_ae ARGS`` that writes its own peak resident memory (VmHWM, kB) to argv[1] at exit.
+_REPORT_OWN_PEAK = """
+import atexit, runpy, sys
+def _peak(path=sys.argv[1]):
+    with open("/proc/self/status") as f:
+        kb = next((ln.split()[1] for ln in f if ln.startswith("VmHWM:")), "")
+    with open(path, "w") as f:
+        f.write(kb)
+atexit.register(_peak)
+sys.argv = ["rdkit", *sys.argv[2:]]
+runpy.run_module("rdkit_ae", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_cli(
     tmp_path: Path,
     *args: object,
@@ -41,12 +55,15 @@ def run_cli(
     taking the machine's memory.
     """
     out, err = tmp_path / "cli.out", tmp_path / "cli.err"
+    fd, name = tempfile.mkstemp(prefix="rdkit-peak-")  # outside tmp_path: tests check what the CLI wrote there
+    os.close(fd)
+    hwm = Path(name)
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     limit = None if max_vm_mb is None else int(max_vm_mb * 2**20)
     start = time.monotonic()
     with out.open("w") as fo, err.open("w") as fe:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rdkit_ae", *map(str, args)],
+            [sys.executable, "-c", _REPORT_OWN_PEAK, str(hwm), *map(str, args)],
             stdout=fo,
             stderr=fe,
             env=full_env,
@@ -64,7 +81,12 @@ def run_cli(
     seconds = time.monotonic() - start
     if seconds >= timeout:
         raise AssertionError(f"rdkit {' '.join(map(str, args))} ran past {timeout} s")
-    return Run(proc.returncode, out.read_text(), err.read_text(), seconds, usage.ru_maxrss / 1024)
+    # The child's own peak (VmHWM of its post-exec address space) when it exited normally; else wait4's
+    # ru_maxrss, which also counts the pages of this test process at fork time.
+    own = hwm.read_text().strip()
+    hwm.unlink()
+    peak_kb = int(own) if own.isdigit() else usage.ru_maxrss
+    return Run(proc.returncode, out.read_text(), err.read_text(), seconds, peak_kb / 1024)
 
 
 @functools.cache
