@@ -2,7 +2,7 @@
 
 ONNX Runtime's CPU ``Conv`` has no double kernel, so every convolution is
 written as one ``MatMul`` per kernel tap on a shifted slice of the padded
-input (channels last: ``(n, h, w, cin) @ (cin, cout)``), added up in a chain.
+input (``(cout, cin) @ (cin, h*w)``), added up in a chain.
 Inputs, integer weights and every partial sum are integers below 2**53 (the
 bound :meth:`IntegerNetwork.check` proves), so float64 holds each exactly and
 the result does not depend on the summation order: any runtime's MatMul gives
@@ -64,12 +64,18 @@ def _scalar(g: GraphBuilder, value: float) -> str:
 
 
 def _taps_sum(g: GraphBuilder, x: str, taps: list[tuple[np.ndarray, int, int]], pad: int, start: np.ndarray) -> str:
-    """``start + sum_tap x[:, r + dy, c + dx, :] @ w_tap`` over a zero-padded NHWC input (same output size)."""
+    """``start + sum_tap w_tap @ x[:, :, r + dy, c + dx]`` over a zero-padded NCHW input (same output size).
+
+    Each tap's slice is flattened to ``(n, cin, h*w)`` so that one GEMM
+    ``(cout, cin) @ (cin, h*w)`` computes it; the sum is reshaped back once.
+    """
     padded = x
     if pad:
-        pads = g.const("pads", np.array([0, pad, pad, 0, 0, pad, pad, 0], dtype=np.int64))
+        pads = g.const("pads", np.array([0, 0, pad, pad, 0, 0, pad, pad], dtype=np.int64))
         padded = g.op("Pad", [x, pads, _scalar(g, 0.0)], mode="constant")
-    acc = g.const("start", start.astype(np.float64))
+    acc = g.const("start", start.astype(np.float64)[:, None])
+    flat = g.const("flat", np.array([0, 0, -1], dtype=np.int64))
+    first = None
     for w, dy, dx in taps:
         ends = [END if pad - d == 0 else -(pad - d) for d in (dy, dx)]
         part = g.op(
@@ -78,11 +84,20 @@ def _taps_sum(g: GraphBuilder, x: str, taps: list[tuple[np.ndarray, int, int]], 
                 padded,
                 g.const("starts", np.array([pad + dy, pad + dx], dtype=np.int64)),
                 g.const("ends", np.array(ends, dtype=np.int64)),
-                g.const("axes", np.array([1, 2], dtype=np.int64)),
+                g.const("axes", np.array([2, 3], dtype=np.int64)),
             ],
         )
-        acc = g.op("Add", [acc, g.op("MatMul", [part, g.const("w", w.astype(np.float64))])])
-    return acc
+        first = part if first is None else first
+        product = g.op("MatMul", [g.const("w", w.astype(np.float64)), g.op("Reshape", [part, flat])])
+        acc = g.op("Add", [acc, product])
+    # Back to (n, cout, h, w): the spatial size of any tap's slice.
+    size = g.op("Slice", [g.op("Shape", [first]), _ints(g, [2]), _ints(g, [4]), _ints(g, [0])])
+    shape = g.op("Concat", [_ints(g, [0, start.shape[0]]), size], axis=0)
+    return g.op("Reshape", [acc, shape])
+
+
+def _ints(g: GraphBuilder, values: list[int]) -> str:
+    return g.const("i", np.array(values, dtype=np.int64))
 
 
 def _to_grid(g: GraphBuilder, acc: str) -> str:
@@ -104,7 +119,7 @@ def _conv(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, op: tuple) -> s
     ):
         raise UnsupportedNetwork(f"layer {i}: only 'same' stride-1 convolutions with an odd square kernel are exported")
     p = padding[0]
-    taps = [(w[:, :, ky, kx].T, ky - p, kx - p) for ky in range(kh) for kx in range(kw) if w[:, :, ky, kx].any()]
+    taps = [(w[:, :, ky, kx], ky - p, kx - p) for ky in range(kh) for kx in range(kw) if w[:, :, ky, kx].any()]
     return _to_grid(g, _taps_sum(g, x, taps, p, b + float(1 << (WEIGHT_BITS - 1))))
 
 
@@ -128,16 +143,14 @@ def _deconv(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, op: tuple) ->
     for ry in range(s):
         for rx in range(s):
             taps = [
-                (w[:, :, ky, kx], (ry + p - ky) // s, (rx + p - kx) // s)
+                (w[:, :, ky, kx].T, (ry + p - ky) // s, (rx + p - kx) // s)
                 for ky in range(kh)
                 for kx in range(kw)
                 if (ry + p - ky) % s == 0 and (rx + p - kx) % s == 0 and w[:, :, ky, kx].any()
             ]
             phases.append(_taps_sum(g, x, taps, pad, start))
     # DCR DepthToSpace: channel (ry * s + rx) * cout + c goes to pixel (s*q + ry, s*q' + rx).
-    stacked = g.op("Transpose", [g.op("Concat", phases, axis=3)], perm=[0, 3, 1, 2])
-    spread = g.op("DepthToSpace", [stacked], blocksize=s, mode="DCR")
-    return _to_grid(g, g.op("Transpose", [spread], perm=[0, 2, 3, 1]))
+    return _to_grid(g, g.op("DepthToSpace", [g.op("Concat", phases, axis=1)], blocksize=s, mode="DCR"))
 
 
 def _activation(g: GraphBuilder, x: str, op: tuple) -> str:
@@ -158,7 +171,7 @@ def integer_graph(net, name: str, in_name: str = "x", out_name: str = "y"):
     if not net.ready:
         raise UnsupportedNetwork(f"integer network '{name}' is not converted (run model.update())")
     g = GraphBuilder()
-    x = g.op("Transpose", [in_name], perm=[0, 2, 3, 1])  # NHWC: MatMul contracts the last axis
+    x = in_name
     channels_in = channels_out = None
     for op in net.ops:
         if op[0] in ("conv", "deconv"):
@@ -170,7 +183,7 @@ def integer_graph(net, name: str, in_name: str = "x", out_name: str = "y"):
             x = (_conv if op[0] == "conv" else _deconv)(g, x, w, b, op)
         else:
             x = _activation(g, x, op)
-    g.nodes.append(helper.make_node("Transpose", [x], [out_name], perm=[0, 3, 1, 2]))
+    g.nodes.append(helper.make_node("Identity", [x], [out_name]))
     dims_in = ["batch", channels_in, "height", "width"]
     dims_out = ["batch", channels_out, "out_height", "out_width"]
     graph = helper.make_graph(
