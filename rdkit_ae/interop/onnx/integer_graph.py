@@ -75,7 +75,6 @@ def _taps_sum(g: GraphBuilder, x: str, taps: list[tuple[np.ndarray, int, int]], 
         padded = g.op("Pad", [x, pads, _scalar(g, 0.0)], mode="constant")
     acc = g.const("start", start.astype(np.float64)[:, None])
     flat = g.const("flat", np.array([0, 0, -1], dtype=np.int64))
-    first = None
     for w, dy, dx in taps:
         ends = [END if pad - d == 0 else -(pad - d) for d in (dy, dx)]
         part = g.op(
@@ -87,11 +86,10 @@ def _taps_sum(g: GraphBuilder, x: str, taps: list[tuple[np.ndarray, int, int]], 
                 g.const("axes", np.array([2, 3], dtype=np.int64)),
             ],
         )
-        first = part if first is None else first
         product = g.op("MatMul", [g.const("w", w.astype(np.float64)), g.op("Reshape", [part, flat])])
         acc = g.op("Add", [acc, product])
-    # Back to (n, cout, h, w): the spatial size of any tap's slice.
-    size = g.op("Slice", [g.op("Shape", [first]), _ints(g, [2]), _ints(g, [4]), _ints(g, [0])])
+    # Back to (n, cout, h, w): the output has the input's spatial size.
+    size = g.op("Slice", [g.op("Shape", [x]), _ints(g, [2]), _ints(g, [4]), _ints(g, [0])])
     shape = g.op("Concat", [_ints(g, [0, start.shape[0]]), size], axis=0)
     return g.op("Reshape", [acc, shape])
 
@@ -120,6 +118,7 @@ def _conv(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, op: tuple) -> s
         raise UnsupportedNetwork(f"layer {i}: only 'same' stride-1 convolutions with an odd square kernel are exported")
     p = padding[0]
     taps = [(w[:, :, ky, kx], ky - p, kx - p) for ky in range(kh) for kx in range(kw) if w[:, :, ky, kx].any()]
+    taps = taps or [(0 * w[:, :, 0, 0], 0, 0)]  # all weights zero: one zero tap keeps the shapes
     return _to_grid(g, _taps_sum(g, x, taps, p, b + float(1 << (WEIGHT_BITS - 1))))
 
 
@@ -148,7 +147,7 @@ def _deconv(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, op: tuple) ->
                 for kx in range(kw)
                 if (ry + p - ky) % s == 0 and (rx + p - kx) % s == 0 and w[:, :, ky, kx].any()
             ]
-            phases.append(_taps_sum(g, x, taps, pad, start))
+            phases.append(_taps_sum(g, x, taps or [(0 * w[:, :, 0, 0].T, 0, 0)], pad, start))
     # DCR DepthToSpace: channel (ry * s + rx) * cout + c goes to pixel (s*q + ry, s*q' + rx).
     return _to_grid(g, g.op("DepthToSpace", [g.op("Concat", phases, axis=1)], blocksize=s, mode="DCR"))
 
