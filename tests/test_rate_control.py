@@ -189,3 +189,56 @@ def test_cli_fixed_rate_model_is_refused_in_one_line(tmp_path):
     res = _cli("compress", src, "-m", ckpt, "--max-bytes", 300)
     assert res.exit_code == 1 and f"--max-bytes needs a variable-rate model, but {ckpt} has a single rate" in res.output
     assert res.output.strip().count("\n") == 0
+
+
+# -- rdkit eval --bpp / --cr ------------------------------------------------------------------------
+def test_cli_eval_at_bpp_codes_every_image_at_the_target(vr_checkpoint, codec, tmp_path):
+    import json
+
+    images = smooth_images(3, 32, 32, seed=11)
+    np.savez(tmp_path / "d.npz", x=images)
+    lows, highs = zip(*(_ends(codec, im) for im in images))
+    bpp = round((max(lows) + min(highs)) / 2 * 8 / 1024, 3)  # whole files; the targets are the streams' bpp
+    res = _cli("eval", vr_checkpoint, "--data", tmp_path / "d.npz", "--bpp", bpp, "--cr", 24 / bpp, "-o",
+               tmp_path / "r.json", "--csv", tmp_path / "r.csv")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"rate control: every image at {bpp:g} bpp" in res.output
+    curve = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert len(curve["bpp"]) == 2
+    for got in curve["bpp"]:
+        assert abs(got - bpp) <= 0.02 * bpp
+    rows = (tmp_path / "r.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * len(images) and "passes" in rows[0]
+    # every image lands at the target, not only the mean
+    assert all(abs(float(v) - bpp) <= 0.02 * bpp for v in _column(rows, "bpp"))
+
+
+def _column(rows: list[str], name: str) -> list[str]:
+    header = rows[0].split(",")
+    return [row.split(",")[header.index(name)] for row in rows[1:]]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bpp", 1, "--rate", 2], "use --bpp/--cr or --lambda/--rate, not both"),
+        (["--cr", 0], "--bpp and --cr must be positive"),
+        (["--bpp", "x"], "--bpp: 'x' is not a number"),
+    ],
+)
+def test_cli_eval_bad_targets_fail_in_one_line(vr_checkpoint, tmp_path, args, message):
+    np.savez(tmp_path / "d.npz", x=smooth_images(2, 32, 32, seed=3))
+    res = _cli("eval", vr_checkpoint, "--data", tmp_path / "d.npz", *args)
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert res.output.strip().count("\n") == 0
+
+
+def test_cli_eval_at_bpp_refuses_a_fixed_rate_model(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("factorized", ["encoder.N=8", "encoder.M=8"])
+    model.eval().update(force=True)
+    ckpt = tmp_path / "fixed.pt"
+    save_checkpoint(ckpt, model, model.recipe)  # type: ignore[arg-type]
+    np.savez(tmp_path / "d.npz", x=smooth_images(2, 32, 32, seed=3))
+    res = _cli("eval", ckpt, "--data", tmp_path / "d.npz", "--cr", 12)
+    assert res.exit_code == 1 and f"--bpp/--cr need a variable-rate model, but {ckpt} has a single rate" in res.output

@@ -130,6 +130,13 @@ def eval_(
         help="variable-rate model: evaluate at these rate indices 0..K-1 (repeat or comma-separate, e.g. "
         "--rate 0,1,2,3; all: every trained point); default: the quantizer's own point, the middle of its range",
     ),
+    bpps: List[str] = typer.Option(
+        [],
+        "--bpp",
+        help="variable-rate model: code every image at exactly these bpp (rate control per image, as rdkit "
+        "compress --bpp; repeat or comma-separate)",
+    ),
+    crs: List[str] = typer.Option([], "--cr", help="as --bpp, as compression ratios (CR 12 = 2.0 bpp)"),
 ) -> None:
     """Compress images to real bytes with each checkpoint, decompress, and report rate and quality."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -151,8 +158,9 @@ def eval_(
     # --lpips-weights, --dists-weights: for this command only
     with _env_file("RDKIT_LPIPS_BACKBONE", lpips_weights), _env_file("RDKIT_DISTS_BACKBONE", dists_weights):
         chosen_metrics = _check_metrics(metrics, lpips_weights, dists_weights)
+        targets = bpp_targets(bpps, crs, lambdas + rates, checkpoints)
         points = operating_points(lambdas, rates)
-        per_checkpoint = _points_of(checkpoints, points, device)
+        per_checkpoint = [[(None, None)] for _ in checkpoints] if targets else _points_of(checkpoints, points, device)
         images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
         console = _console()
         results = []
@@ -165,7 +173,11 @@ def eval_(
             transient=True,
         ) as progress:
             for path, chosen in zip(checkpoints, per_checkpoint):
-                task = progress.add_task(f"eval {path.name}", total=len(images) * len(chosen))
+                task = progress.add_task(f"eval {path.name}", total=len(images) * max(len(chosen), len(targets)))
+                advance = lambda n, t=task: progress.advance(t, n)  # noqa: E731
+                if targets:
+                    results += [(path, r) for r in _at_targets(path, images, targets, pad, chosen_metrics, advance)]
+                    continue
                 for r in evaluate_operating_points(
                     path,
                     images,
@@ -175,7 +187,7 @@ def eval_(
                     check_exact=check,
                     pad=pad,
                     metrics=chosen_metrics,
-                    progress=lambda n, t=task: progress.advance(t, n),
+                    progress=advance,
                 ):
                     results.append((path, r))
 
@@ -191,6 +203,37 @@ def eval_(
         ]
         write_records_csv(csv, rows)
         console.print(f"wrote {csv}")
+
+
+def bpp_targets(bpps: List[str], crs: List[str], points: List[str], checkpoints: List[Path]) -> list[float]:
+    """The --bpp/--cr targets in bpp (CR = 24 / bpp), checked before any work: positive, not mixed with
+    --lambda/--rate, every checkpoint variable-rate."""
+    from rdkit_ae.checkpoint import load_model
+    from rdkit_ae.errors import RdkitError
+
+    targets = _numbers("--bpp", bpps) + [24 / v if v > 0 else v for v in _numbers("--cr", crs)]
+    if not targets:
+        return []
+    if points:
+        raise RdkitError("use --bpp/--cr or --lambda/--rate, not both")
+    if any(v <= 0 for v in targets):
+        raise RdkitError("--bpp and --cr must be positive")
+    for path in checkpoints:
+        model, _, _ = load_model(path, map_location="cpu")
+        if not model.variable_rate:
+            raise RdkitError(f"--bpp/--cr need a variable-rate model, but {path} has a single rate")
+    return targets
+
+
+def _at_targets(path: Path, images, targets: list[float], pad: str, metrics, progress) -> list:
+    from rdkit_ae.bench.targets import evaluate_at_bpp
+
+    out = []
+    for bpp in targets:
+        r = evaluate_at_bpp(str(path), images, bpp=bpp, pad=pad, metrics=metrics, progress=progress)
+        r.meta["checkpoint"] = str(path)
+        out.append(r)
+    return out
 
 
 @contextlib.contextmanager
@@ -291,6 +334,12 @@ def _print_results(console, results, what: str, pad: str, points, metrics=()) ->
             default = " (the quantizer's default: --rate/--lambda pick others)" if points == [(None, None)] else ""
             console.print(
                 f"   variable rate: rate {r.meta['rate']:g} (lambda {fmt(r.meta.get('lambda'), '.4g')}){default}",
+                highlight=False,
+            )
+        if "target_bpp" in s:
+            console.print(
+                f"   rate control: every image at {s['target_bpp']:g} bpp (CR {24 / s['target_bpp']:.3g}) of its "
+                f"streams, {s['passes']:.1f} passes per image",
                 highlight=False,
             )
         if "nominal_bpp" in s:
