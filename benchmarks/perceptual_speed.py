@@ -35,32 +35,45 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 VGG = "loss.vgg-perceptual"
+LAYERS_12 = ["relu1_2", "relu2_2"]
 #: label -> (recipe, overrides). The first is the denominator of every ratio.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "conv-mse": ("conv-mse", {}),
     "conv-hybrid fp32 (reference)": ("conv-hybrid", {f"{VGG}.precision": "fp32", f"{VGG}.every": 1}),
     "conv-hybrid bf16": ("conv-hybrid", {f"{VGG}.precision": "bf16", f"{VGG}.every": 1}),
-    "conv-hybrid bf16, relu1_2+relu2_2": (
-        "conv-hybrid",
-        {f"{VGG}.precision": "bf16", f"{VGG}.every": 1, f"{VGG}.layers": ["relu1_2", "relu2_2"]},
-    ),
+    "conv-hybrid fp32, relu1_2+relu2_2": ("conv-hybrid", {f"{VGG}.precision": "fp32", f"{VGG}.layers": LAYERS_12}),
+    "conv-hybrid bf16, relu1_2+relu2_2": ("conv-hybrid", {f"{VGG}.precision": "bf16", f"{VGG}.layers": LAYERS_12}),
     "conv-hybrid fp32, every 4": ("conv-hybrid", {f"{VGG}.precision": "fp32", f"{VGG}.every": 4}),
-    "conv-hybrid fp32, every 8": ("conv-hybrid", {f"{VGG}.precision": "fp32", f"{VGG}.every": 8}),
     "conv-hybrid bf16, every 4": ("conv-hybrid", {f"{VGG}.precision": "bf16", f"{VGG}.every": 4}),
+    "conv-hybrid fp32, batch_fraction 0.25": (
+        "conv-hybrid",
+        {f"{VGG}.precision": "fp32", f"{VGG}.batch_fraction": 0.25},
+    ),
+    "conv-hybrid bf16, batch_fraction 0.25": (
+        "conv-hybrid",
+        {f"{VGG}.precision": "bf16", f"{VGG}.batch_fraction": 0.25},
+    ),
     "conv-hybrid (zoo settings)": ("conv-hybrid", {}),
 }
 #: what the child without bf16 measures
-CHILD_VARIANTS = ("conv-mse", "conv-hybrid fp32 (reference)", "conv-hybrid (zoo settings)")
+CHILD_VARIANTS = (
+    "conv-mse",
+    "conv-hybrid fp32 (reference)",
+    "conv-hybrid fp32, batch_fraction 0.25",
+    "conv-hybrid (zoo settings)",
+)
 NO_BF16_ISA = "AVX512_CORE_VNNI"
 
 
-def _every_and_precision(step) -> tuple[int, str]:
+def _settings(step) -> tuple[int, str, float, str]:
+    """(every, resolved precision, batch_fraction, layers) of a toolkit step's vgg-perceptual term."""
     from rdkit_ae.plugins import vgg
 
     for term in step.objective.terms:
         if hasattr(term, "every"):
-            return term.every, vgg.resolve_precision(term.precision, torch.device("cpu"))
-    return 1, "-"
+            prec = vgg.resolve_precision(term.precision, torch.device("cpu"))
+            return term.every, prec, term.batch_fraction, "+".join(term.layers)
+    return 1, "-", 1.0, "-"
 
 
 def compare(batches: list[torch.Tensor], labels, steps: int, rounds: int, warmup: int, seed: int) -> dict:
@@ -74,8 +87,8 @@ def compare(batches: list[torch.Tensor], labels, steps: int, rounds: int, warmup
         name, overrides = VARIANTS[label]
         torch.manual_seed(seed)
         impls[label] = Toolkit(load_recipe(name, overrides=overrides))
-        info[label] = _every_and_precision(impls[label])
-    period = math.lcm(*(every for every, _ in info.values()))
+        info[label] = _settings(impls[label])
+    period = math.lcm(*(settings[0] for settings in info.values()))
     if steps % period:
         raise SystemExit(f"--perceptual-steps must be a multiple of {period} (every k of the variants)")
     for fn in impls.values():
@@ -98,6 +111,8 @@ def compare(batches: list[torch.Tensor], labels, steps: int, rounds: int, warmup
         "ratio_to_mse": {k: v / base for k, v in ms.items()},
         "every": {k: info[k][0] for k in keys},
         "precision": {k: info[k][1] for k in keys},
+        "batch_fraction": {k: info[k][2] for k in keys},
+        "layers": {k: info[k][3] for k in keys},
         "steps": steps,
         "rounds": rounds,
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
@@ -120,11 +135,14 @@ def run_child(args: argparse.Namespace, isa: str) -> dict | None:
 
 
 def table(res: dict, title: str) -> list[str]:
-    rows = [f"{title}", "", "| variant | VGG precision | every | ms/step | x conv-mse |", "|---|---|---|---|---|"]
+    head = "| variant | VGG layers | precision | every | batch_fraction | ms/step | x conv-mse |"
+    rows = [title, "", head, "|---|---|---|---|---|---|---|"]
     for k, v in res["ms_per_step"].items():
-        every = res["every"][k] if k != "conv-mse" else "-"
-        prec = res["precision"][k]
-        rows.append(f"| {k} | {prec} | {every} | {v:.1f} | {res['ratio_to_mse'][k]:.2f} |")
+        if k == "conv-mse":
+            rows.append(f"| {k} | - | - | - | - | {v:.1f} | 1.00 |")
+            continue
+        settings = f"{res['layers'][k]} | {res['precision'][k]} | {res['every'][k]} | {res['batch_fraction'][k]:g}"
+        rows.append(f"| {k} | {settings} | {v:.1f} | {res['ratio_to_mse'][k]:.2f} |")
     return rows
 
 

@@ -126,6 +126,7 @@ class PlainFixedRate:
                 self.beta = entry["weight"]
                 self.preprocess = vgg.preprocess
                 self.every, self.calls = int(entry.get("every", 1)), 0
+                self.fraction = float(entry.get("batch_fraction", 1.0))
                 precision = vgg.resolve_precision(entry.get("precision", "fp32"), torch.device("cpu"))
                 self.bf16 = precision == "bf16"
         for m in (self.g_a, self.q, self.g_s):
@@ -144,10 +145,11 @@ class PlainFixedRate:
         x_hat = self.g_s(self.q(self.g_a(x))["y_hat"])
         loss = F.mse_loss(x_hat, x)
         if self.vgg is not None and self.calls % self.every == 0:
+            n = max(1, math.ceil(self.fraction * x.size(0)))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 with torch.no_grad():
-                    target = self.features(x)
-                pred = self.features(x_hat)
+                    target = self.features(x[:n])
+                pred = self.features(x_hat[:n])
             perc = 0.0
             for p, t in zip(pred, target):
                 p, t = p.float(), t.float()

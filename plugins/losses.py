@@ -207,6 +207,9 @@ class VGGPerceptualLoss(nn.Module):
     in training mode (the first, the (k+1)-th, ...) and multiplies it by k
     there, returning 0 in between, so its expected weight is unchanged; in
     eval mode (validation) it is always computed, at weight 1.
+    ``batch_fraction=f`` computes it, in training mode, on the first
+    ``ceil(f * B)`` images of each (shuffled) batch only: every step still
+    gets a perceptual gradient, which suits Adam better than ``every``.
 
     Args:
         layers: ReLU layers, among relu1_1, relu1_2, relu2_1, relu2_2,
@@ -219,6 +222,7 @@ class VGGPerceptualLoss(nn.Module):
         normalize: "target" (default) or "none".
         precision: "fp32" (default), "bf16" or "auto".
         every: compute the term on every k-th training call (default 1).
+        batch_fraction: share of each training batch it is computed on (default 1.0).
     """
 
     def __init__(
@@ -230,6 +234,7 @@ class VGGPerceptualLoss(nn.Module):
         normalize: str = "target",
         precision: str = "fp32",
         every: int = 1,
+        batch_fraction: float = 1.0,
     ):
         super().__init__()
         name = "loss 'vgg-perceptual'"
@@ -247,6 +252,7 @@ class VGGPerceptualLoss(nn.Module):
         self.precision = check_choice(name, "precision", precision, vgg.PRECISIONS)
         self.every = check_int(name, "every", every, minimum=1)
         self._calls = 0  # training-mode calls so far, for `every`
+        self.batch_fraction = self._check_fraction(name, batch_fraction)
         self.preprocessing = vgg.resolve_preprocessing(preprocessing)
         path, self.weights_source = vgg.resolve_weights(weights)
         self.weights_path = path
@@ -258,6 +264,12 @@ class VGGPerceptualLoss(nn.Module):
         # state_dict(), parameters() and .to()/.train(); it follows x's device.
         self._nets: dict[str, nn.Sequential] = {}
         self._net(torch.device("cpu"))  # load now, so weight problems surface at build time
+
+    @staticmethod
+    def _check_fraction(name: str, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise PluginError(f"{name}: batch_fraction must be a number in (0, 1]; got {value!r}")
+        return float(value)
 
     @staticmethod
     def _check_layer_weights(name, layers, layer_weights) -> tuple[float, ...]:
@@ -302,6 +314,9 @@ class VGGPerceptualLoss(nn.Module):
             if not active:
                 return x_hat.sum() * 0.0  # zero, still in the graph (a recipe may have no other term)
             scale = float(self.every)
+        if self.training and self.batch_fraction < 1.0:
+            n = max(1, math.ceil(self.batch_fraction * x.shape[0]))
+            x, x_hat = x[:n], x_hat[:n]  # training batches are shuffled: the first n are a random subset
         net = self._net(x.device)
         indices = [self._index_of[n] for n in self.layers]
         with vgg.autocast(vgg.resolve_precision(self.precision, x.device), x.device):
@@ -322,7 +337,7 @@ class VGGPerceptualLoss(nn.Module):
         return (
             f"layers={list(self.layers)}, layer_weights={list(self.layer_weights)}, "
             f"weights={src!r}, preprocessing={self.preprocessing!r}, normalize={self.normalize!r}, "
-            f"precision={self.precision!r}, every={self.every}"
+            f"precision={self.precision!r}, every={self.every}, batch_fraction={self.batch_fraction}"
         )
 
 

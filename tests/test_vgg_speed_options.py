@@ -1,4 +1,4 @@
-"""vgg-perceptual's speed options: precision (fp32 / bf16 / auto) and every (the term on every k-th step)."""
+"""vgg-perceptual's speed options: precision (fp32 / bf16 / auto), every (every k-th step), batch_fraction."""
 
 from __future__ import annotations
 
@@ -110,6 +110,21 @@ def test_every_always_computed_in_eval(vgg_file):
     assert loss(x, {"x_hat": x_hat}).item() == pytest.approx(4 * ref, rel=1e-6)
 
 
+def test_batch_fraction_uses_the_first_images_in_training(vgg_file):
+    x, x_hat = batch(n=4)
+    full = vgg_loss(vgg_file)
+    first_half = full(x[:2], {"x_hat": x_hat[:2]}).item()
+    loss = vgg_loss(vgg_file, batch_fraction=0.5).train()
+    value, grad = value_and_grad(loss, x, x_hat)
+    assert value.item() == pytest.approx(first_half, rel=1e-6)
+    assert grad[:2].abs().sum() > 0 and grad[2:].abs().sum() == 0
+    assert vgg_loss(vgg_file, batch_fraction=0.3).train()(x, {"x_hat": x_hat}).item() == pytest.approx(
+        first_half, rel=1e-6
+    )  # ceil(0.3 * 4) = 2 images
+    with torch.no_grad():  # eval mode: the whole batch
+        assert loss.eval()(x, {"x_hat": x_hat}).item() == pytest.approx(full(x, {"x_hat": x_hat}).item(), rel=1e-6)
+
+
 @pytest.mark.parametrize(
     "params,message",
     [
@@ -118,6 +133,9 @@ def test_every_always_computed_in_eval(vgg_file):
         ({"every": 0}, "every must be >= 1; got 0"),
         ({"every": 2.5}, "every must be an integer; got 2.5"),
         ({"every": "4"}, "every must be an integer"),
+        ({"batch_fraction": 0}, "batch_fraction must be a number in (0, 1]; got 0"),
+        ({"batch_fraction": 1.5}, "batch_fraction must be a number in (0, 1]; got 1.5"),
+        ({"batch_fraction": "half"}, "batch_fraction must be a number in (0, 1]; got 'half'"),
     ],
 )
 def test_bad_values_are_one_line_errors(vgg_file, params, message):
