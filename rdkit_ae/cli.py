@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from rdkit_ae.commands import bench as _bench  # noqa: F401
 from rdkit_ae.commands import codec as _codec  # noqa: F401
+from rdkit_ae.commands import compare as _compare  # noqa: F401
 from rdkit_ae.commands import core as _core  # noqa: F401
 from rdkit_ae.commands import evaluation as _evaluation  # noqa: F401
 from rdkit_ae.commands import interop as _interop  # noqa: F401
