@@ -35,11 +35,7 @@ from rdkit_ae.evaluation.learned_metrics import URL, MissingWeightsError, _hub_d
 
 ENV = "RDKIT_DISTS_BACKBONE"
 HUB_FILE = "vgg16-397923af.pth"
-CHANNELS = (3, 64, 128, 256, 512, 512)  # stage 0 is the image itself
-# VGG-16 ``features`` indices of the convolutions of stages 1..5, and their (out, in) channels.
-STAGE_CONVS = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
 MIN_SIDE = 32  # relu5_3 is 2x2 at 32x32; at 1x1 (below 32) its structure term would be 1 whatever the images
-C1 = C2 = 1e-6
 _CACHE: dict[str, Any] = {}
 
 
@@ -88,6 +84,8 @@ def load_heads(path: Path | None = None) -> tuple[Any, Any]:
     """``(alpha, beta)``, each a float32 vector of 1475 weights, normalised so that together they sum to 1."""
     import torch
 
+    from rdkit_ae.evaluation.dists_net import CHANNELS
+
     path = path or heads_path()
     state = _load(path, "DISTS weights")
     size = sum(CHANNELS)
@@ -105,6 +103,8 @@ def load_heads(path: Path | None = None) -> tuple[Any, Any]:
 
 def _conv_shapes() -> dict[int, tuple[int, int]]:
     """``features`` index -> (out, in) channels of VGG-16's thirteen convolutions."""
+    from rdkit_ae.evaluation.dists_net import CHANNELS, STAGE_CONVS
+
     shapes, c_in = {}, 3
     for convs, c_out in zip(STAGE_CONVS, CHANNELS[1:]):
         for idx in convs:

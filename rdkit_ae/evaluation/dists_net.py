@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdkit_ae.evaluation.dists import C1, C2, CHANNELS, STAGE_CONVS
-
+CHANNELS = (3, 64, 128, 256, 512, 512)  # stage 0 is the image itself
+# VGG-16 ``features`` indices of the convolutions of stages 1..5
+STAGE_CONVS = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
+C1 = C2 = 1e-6  # the paper's constants of the texture and structure terms
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation, which its VGG-16 was trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SQRT_EPS = 1e-12  # keeps the L2 pool's square root differentiable where a channel is all zero

@@ -106,14 +106,9 @@ def load_lpips(path: str | Path | None = None):
 
 
 def learned_metric(name: str, original: np.ndarray, decoded: np.ndarray) -> list[float | None]:
-    """LPIPS (or DISTS: :mod:`.dists`) per image of uint8 (N, H, W, 3) batches; None where a side is under 32
-    pixels."""
+    """LPIPS per image of uint8 (N, H, W, 3) batches; None where a side is under 32 pixels."""
     import torch
 
-    if name == "dists":
-        from rdkit_ae.evaluation.dists import dists_metric
-
-        return dists_metric(original, decoded)
     if name != "lpips":
         raise RdkitError(f"unknown learned metric {name!r}")
     if min(original.shape[1:3]) < 32:

@@ -96,7 +96,11 @@ def perceptual(original: np.ndarray, decoded: np.ndarray, names: Sequence[str]) 
         metric = METRICS[name]
         if metric.name in ALWAYS:
             continue
-        if metric.learned:
+        if metric.name == "dists":
+            from rdkit_ae.evaluation.dists import dists_metric
+
+            values = dists_metric(original, decoded)
+        elif metric.learned:
             from rdkit_ae.evaluation.learned_metrics import learned_metric
 
             values = learned_metric(name, original, decoded)
