@@ -25,6 +25,9 @@ python benchmarks/hybrid_vs_mse.py --runs runs/hybrid-vs-mse
 python benchmarks/hybrid_vs_mse.py --recipes conv-hybrid --variant "linear shortcut" encoder.shortcut=linear \
   decoder.shortcut=linear --threads 1 --runs runs/hybrid-shortcut --markdown benchmarks/results/hybrid_shortcut.md
 
+# Does the VGG term pay? MSE vs MSE + VGG at CR 12 and over 1-3 bpp, WebP, every metric (~30 min, alone).
+python benchmarks/perceptual_study.py --out runs/perceptual-study
+
 # Time to quality of the CPU recipe against WebP (training budgets in wall-clock minutes, ~55 min),
 # then the ablations at 15 minutes, two trainings at a time on one core each (~75 min; [parallel] in the spec);
 # the report keeps every checkpoint, named by curve, for the held-out check on Kodak.

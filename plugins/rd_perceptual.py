@@ -15,7 +15,6 @@ distortion at every operating point.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Mapping, Sequence, cast
 
@@ -30,7 +29,6 @@ from rdkit_ae.plugins import vgg
 
 PLUGIN = "rd-perceptual"
 NAME = f"loss '{PLUGIN}'"
-PRECISIONS = ("fp32", "bf16", "auto")
 NORMALIZE = ("target", "none")
 
 
@@ -57,15 +55,6 @@ def _layer_weights(layers: tuple[str, ...], layer_weights: Any) -> tuple[float, 
     else:
         raise PluginError(f"{NAME}: layer_weights must be a list or a table by layer; got {layer_weights!r}")
     return tuple(_number("layer_weights", v, positive=False) for v in values)
-
-
-def bf16_fast(device: torch.device) -> bool:
-    """Whether bf16 matmuls/convs are native here (CUDA with bf16, or a CPU oneDNN runs bf16 on)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
 
 
 @register_loss(PLUGIN)
@@ -120,7 +109,7 @@ class RDPerceptualLoss(nn.Module):
         self._index = {n: vgg.layer_index(n) for n in self.layers}
         self.layer_weights = _layer_weights(self.layers, layer_weights)
         self.normalize = check_choice(NAME, "normalize", normalize, NORMALIZE)
-        self.precision = check_choice(NAME, "precision", precision, PRECISIONS)
+        self.precision = check_choice(NAME, "precision", precision, vgg.PRECISIONS)
         self.every = check_int(NAME, "every", every, 1)
         self.preprocessing = vgg.resolve_preprocessing(preprocessing)
         path, _ = vgg.resolve_weights(weights)
@@ -136,33 +125,18 @@ class RDPerceptualLoss(nn.Module):
     def _net(self, device: torch.device) -> nn.Sequential:
         return vgg.load_features(self.depth, self._weights_arg, device, layer=self._deepest)
 
-    def _autocast(self, device: torch.device):
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_fast(device))
-        if not bf16 or device.type not in ("cpu", "cuda"):
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-
-    def _features(self, net: nn.Sequential, x: Tensor) -> list[Tensor]:
-        h = vgg.preprocess(x.float(), self.preprocessing).contiguous(memory_format=torch.channels_last)
-        wanted = {i: n for n, i in self._index.items()}
-        feats: dict[str, Tensor] = {}
-        with self._autocast(x.device):
-            for i, layer in enumerate(net):
-                h = layer(h)
-                if i in wanted:
-                    feats[wanted[i]] = h
-                if i >= self.depth:
-                    break
-        return [feats[n].float() for n in self.layers]
-
     def perceptual(self, x: Tensor, x_hat: Tensor) -> Tensor:
         """Per-image VGG term (B,): its mean is the ``vgg-perceptual`` loss of the batch."""
         net = self._net(x.device)
-        with torch.no_grad():
-            targets = self._features(net, x)
-        preds = self._features(net, x_hat)
+        indices = [self._index[n] for n in self.layers]
+        # vgg-perceptual's precision rule ("auto": bf16 where the device has it natively) and feature pass
+        with vgg.autocast(vgg.resolve_precision(self.precision, x.device), x.device):
+            with torch.no_grad():
+                targets = vgg.features(net, x, indices, self.preprocessing)
+            preds = vgg.features(net, x_hat, indices, self.preprocessing)
         total = x_hat.new_zeros(x.shape[0], dtype=torch.float32)
         for w, p, t in zip(self.layer_weights, preds, targets):
+            p, t = p.float(), t.float()  # summed in fp32 whatever the features' precision
             term = (p - t).pow(2).flatten(1).mean(1)
             if self.normalize == "target":
                 term = term / t.pow(2).mean().clamp_min(1e-12)
@@ -219,4 +193,4 @@ def _likelihoods(obj: Any):
             yield from _likelihoods(v)
 
 
-__all__ = ["RDPerceptualLoss", "bf16_fast"]
+__all__ = ["RDPerceptualLoss"]
