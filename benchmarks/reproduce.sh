@@ -47,5 +47,7 @@ python benchmarks/portability.py --checkpoint runs/fast-vr/best.pt --checkpoint 
   --images ../shared/data/kodak --npz "$DEV" --npz-range 2900:3000 --out benchmarks/results/portability
 python benchmarks/exact_rate_cost.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
   --images ../shared/data/kodak --out benchmarks/results/exact_rate_cost
+python benchmarks/onnx_decode.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
+  --images ../shared/data/kodak --out benchmarks/results/onnx_decode  # needs the [onnx] extra
 python benchmarks/codec_speed.py --checkpoint runs/fast-vr/best.pt --rate 3 --images ../shared/data/kodak \
   --baseline a03328b --out benchmarks/results/codec_speed
