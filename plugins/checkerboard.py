@@ -116,11 +116,14 @@ class CheckerboardQuantizer(HyperpriorCodec):
     def _pass_parameters(self, side_half: Tensor, anchors: Tensor | None) -> tuple[Tensor, Tensor]:
         """(scales, means) on the grid for one half: ``anchors`` None for the anchors' own pass (no context)."""
         cb = self.y
-        if anchors is None:
-            context = side_half.new_zeros(side_half.shape)  # the context has 2M channels, as the side parameters
+        if anchors is None:  # no context: zeros in the first 2M input channels, whose products are skipped
+            params = self.exact_parameters(side_half, skip=side_half.size(1))
         else:
-            context = cb.unembed(self.exact_context(cb.embed(torch.stack([anchors, torch.zeros_like(anchors)]))))[1]
-        scales, means = self._split(self.exact_parameters(torch.cat([context, side_half], dim=1)))
+            # Only the non-anchors' context is used: computed at those positions alone (half the work).
+            embedded = cb.embed(torch.stack([anchors, torch.zeros_like(anchors)]))
+            context = self.exact_context.forward_parity(embedded, 1 if cb.anchor_parity == "even" else 0)
+            params = self.exact_parameters(torch.cat([context, side_half], dim=1))
+        scales, means = self._split(params)
         assert means is not None
         return scales, means
 

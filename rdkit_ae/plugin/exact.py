@@ -40,6 +40,7 @@ from compressai.layers import MaskedConv2d
 from torch import Tensor
 
 from rdkit_ae.errors import CheckpointError, PluginError
+from rdkit_ae.plugin.taps import taps_conv2d, taps_conv2d_parity, taps_conv_transpose2d
 
 ACT_BITS = 8  # activations on a 2**-8 grid: means and scales to 1/256
 WEIGHT_BITS = 12  # weights on a 2**-12 grid
@@ -93,6 +94,7 @@ class IntegerNetwork(nn.Module):
         for i, layer in enumerate(layers):
             self.ops.append(self._op(i, layer))
         self._network = [network]  # a plain list: the float weights belong to their owner, not to this module
+        self._converted: dict[int, tuple] = {}  # per layer: the buffers and versions, device, float64 w and start
 
     def _op(self, i: int, layer: nn.Module) -> tuple:
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -159,17 +161,40 @@ class IntegerNetwork(nn.Module):
                 raise CheckpointError(f"{where}: layer {op[1]}'s sums could exceed 2**53: not exactly computable")
 
     # -- evaluation ---------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
-        """Integer grid values in (float64), integer grid values out; the same bits on every device (no gradient)."""
+    def forward(self, x: Tensor, skip: int = 0) -> Tensor:
+        """Integer grid values in (float64), integer grid values out; the same bits on every device (no gradient).
+
+        ``skip``: the first layer's first ``skip`` input channels are zeros,
+        left out of ``x``; their products (exact zeros) are not computed.
+        """
         x = x.detach().double()
         if self.ops and self.ops[0][0] not in ("conv", "deconv"):
             x = x.clone()  # activations work in place: never on the caller's tensor
+        if skip and (not self.ops or self.ops[0][0] not in ("conv", "deconv") or self.ops[0][5] != 1):
+            x = torch.cat([x.new_zeros(x.size(0), skip, *x.shape[2:]), x], dim=1)  # nothing to skip in: zeros
+            skip = 0
         with exact_kernels(x.device), torch.no_grad():
-            for op in self.ops:
-                x = self._run(op, x)
+            for n, op in enumerate(self.ops):
+                x = self._run(op, x, skip=skip if n == 0 else 0)
         return x
 
-    def _run(self, op: tuple, x: Tensor) -> Tensor:
+    def forward_parity(self, x: Tensor, parity: int) -> Tensor:
+        """``forward(x)`` only where ``(row + col) % 2 == parity``, as a checkerboard half (B, C, H, W // 2).
+
+        A network of one stride-1 convolution computes just those outputs
+        (half the work); any other computes all and keeps those.
+        """
+        x = x.detach().double()
+        if len(self.ops) == 1 and self.ops[0][0] == "conv" and self.ops[0][2:6] == ((1, 1), self.ops[0][3], (1, 1), 1):
+            with exact_kernels(x.device), torch.no_grad():
+                return self._run(self.ops[0], x, parity)
+        out = self.forward(x)
+        h, w = out.shape[-2:]
+        rows = torch.arange(h, device=out.device)[:, None]
+        cols = (parity + rows) % 2 + 2 * torch.arange(w // 2, device=out.device)[None, :]
+        return out[:, :, rows, cols]
+
+    def _run(self, op: tuple, x: Tensor, parity: int | None = None, skip: int = 0) -> Tensor:
         kind = op[0]
         if kind == "relu":
             return x.clamp_(min=0)
@@ -180,11 +205,13 @@ class IntegerNetwork(nn.Module):
         if kind == "identity":
             return x
         _, i, stride, padding, dilation, groups, extra = op
-        w = getattr(self, f"w{i}").to(device=x.device, dtype=torch.float64)
-        # The rounding's half step rides in with the bias: acc + b + 2**(W-1), then one exact scaling and floor.
-        start = getattr(self, f"b{i}").to(device=x.device, dtype=torch.float64) + float(1 << (WEIGHT_BITS - 1))
+        w, start = self._weights(i, x.device)
+        if skip:
+            w = w[skip:] if kind == "deconv" else w[:, skip:]
         plain = groups == 1 and dilation == (1, 1)
-        if kind == "conv" and plain and stride == (1, 1):
+        if kind == "conv" and plain and stride == (1, 1) and parity is not None:
+            acc = taps_conv2d_parity(x, w, start, padding, parity)
+        elif kind == "conv" and plain and stride == (1, 1):
             acc = taps_conv2d(x, w, start, padding)
         elif kind == "deconv" and plain:
             acc = taps_conv_transpose2d(x, w, start, stride, padding, extra)
@@ -193,6 +220,18 @@ class IntegerNetwork(nn.Module):
         else:
             acc = F.conv2d(x, w, None, stride, padding, dilation, groups) + start[:, None, None]
         return acc.mul_(1.0 / (1 << WEIGHT_BITS)).floor_().clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+    def _weights(self, i: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Layer ``i``'s float64 weights and start values, converted once (again when the buffers change)."""
+        w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}")
+        c = self._converted.get(i)
+        if c is None or c[0] is not w or c[1] != w._version or c[2] is not b or c[3] != b._version or c[4] != device:
+            w64 = w.to(device=device, dtype=torch.float64)
+            # The rounding's half step rides in with the bias: acc + b + 2**(W-1), then one exact scaling and floor.
+            start = b.to(device=device, dtype=torch.float64) + float(1 << (WEIGHT_BITS - 1))
+            c = (w, w._version, b, b._version, device, w64, start)
+            self._converted[i] = c
+        return c[5], c[6]
 
     # -- checkpoints ----------------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
@@ -209,82 +248,6 @@ class IntegerNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={len(self.ops)}, act_bits={ACT_BITS}, weight_bits={WEIGHT_BITS}, ready={self.ready}"
-
-
-def _accumulate(x: Tensor, w_taps: list[tuple[Tensor, int]], start: Tensor, rows: int, cols: int, pitch: int) -> Tensor:
-    """``sum_tap w_tap @ x[:, off:off + L]`` over a flattened, padded input, without an im2col copy.
-
-    ``x`` is (C, padded rows * pitch); output position (r, c) reads input
-    ``r * pitch + c + off`` for each tap, so one GEMM per tap on a strided
-    view of ``x`` computes the whole output (plus ``pitch - cols`` junk
-    columns per row, dropped). Integer products and sums below 2**53 make
-    the order of the GEMMs and of their inner sums irrelevant.
-    """
-    span = (rows - 1) * pitch + cols
-    out = start[:, None].expand(-1, rows * pitch).clone()
-    view = out[:, :span]
-    for w, off in w_taps:
-        torch.addmm(view, w, x[:, off : off + span], out=view)
-    return out.reshape(-1, rows, pitch)[:, :, :cols]
-
-
-def taps_conv2d(x: Tensor, weight: Tensor, start: Tensor, padding: tuple[int, int]) -> Tensor:
-    """Stride-1 ``conv2d(x, weight) + start`` on integer float64 values, one GEMM per non-zero tap (exact)."""
-    out_ch, _, kh, kw = weight.shape
-    ph, pw = padding
-    rows, cols = x.size(-2) + 2 * ph - kh + 1, x.size(-1) + 2 * pw - kw + 1
-    pitch = x.size(-1) + 2 * pw
-    taps = [(dy, dx) for dy in range(kh) for dx in range(kw) if bool(weight[:, :, dy, dx].any())]
-    outputs = []
-    for image in x:
-        flat = F.pad(image, (pw, pw, ph, ph)).reshape(image.size(0), -1)
-        w_taps = [(weight[:, :, dy, dx], dy * pitch + dx) for dy, dx in taps]
-        outputs.append(_accumulate(flat, w_taps, start, rows, cols, pitch))
-    return outputs[0][None] if len(outputs) == 1 else torch.stack(outputs)
-
-
-def taps_conv_transpose2d(
-    x: Tensor, weight: Tensor, start: Tensor, stride: tuple[int, int], padding: tuple[int, int], extra: tuple[int, int]
-) -> Tensor:
-    """``conv_transpose2d(x, weight) + start`` on integer float64 values: one stride-1 correlation per output phase.
-
-    Output row ``Y = s * q + r`` gets kernel rows ``ky`` with ``(r + p - ky) % s == 0`` from input row
-    ``q + (r + p - ky) // s``: each phase (r_y, r_x) is a small stride-1 correlation over the input.
-    """
-    _, out_ch, kh, kw = weight.shape
-    (sy, sx), (py, px) = stride, padding
-    height, width = x.shape[-2:]
-    out_h = (height - 1) * sy - 2 * py + kh + extra[0]
-    out_w = (width - 1) * sx - 2 * px + kw + extra[1]
-    out = x.new_empty(x.size(0), out_ch, out_h, out_w)
-    for ry in range(min(sy, out_h)):
-        rows_taps = [(ky, (ry + py - ky) // sy) for ky in range(kh) if (ry + py - ky) % sy == 0]
-        rows = len(range(ry, out_h, sy))
-        for rx in range(min(sx, out_w)):
-            cols_taps = [(kx, (rx + px - kx) // sx) for kx in range(kw) if (rx + px - kx) % sx == 0]
-            cols = len(range(rx, out_w, sx))
-            if not rows_taps or not cols_taps:
-                out[:, :, ry::sy, rx::sx] = start[:, None, None]
-                continue
-            out[:, :, ry::sy, rx::sx] = _phase(x, weight, start, rows_taps, cols_taps, rows, cols)
-    return out
-
-
-def _phase(x: Tensor, weight: Tensor, start: Tensor, rows_taps, cols_taps, rows: int, cols: int) -> Tensor:
-    """One output phase of a transposed convolution: input offsets (dy, dx) per kernel tap, padded as needed."""
-    height, width = x.shape[-2:]
-    dys, dxs = [d for _, d in rows_taps], [d for _, d in cols_taps]
-    top, left = max(0, -min(dys)), max(0, -min(dxs))
-    bottom, right = max(0, rows - 1 + max(dys) - (height - 1)), max(0, cols - 1 + max(dxs) - (width - 1))
-    pitch = width + left + right
-    outputs = []
-    for image in x:
-        flat = F.pad(image, (left, right, top, bottom)).reshape(image.size(0), -1)
-        w_taps = [
-            (weight[:, :, ky, kx].t(), (dy + top) * pitch + dx + left) for ky, dy in rows_taps for kx, dx in cols_taps
-        ]
-        outputs.append(_accumulate(flat, w_taps, start, rows, cols, pitch))
-    return outputs[0][None] if len(outputs) == 1 else torch.stack(outputs)
 
 
 _KEY = re.compile(r"(^|\.)exact_\w+\.[wb]\d+$")
