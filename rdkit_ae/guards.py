@@ -13,6 +13,7 @@ past its buffer.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import zlib
 from typing import Any, Iterator
@@ -109,6 +110,8 @@ class _GuardedCoder:
         sym = _check_encodable(symbols, indexes, cdf_lengths, offsets)
         if self.ledger is not None and self.ledger.side == "encode":
             self.ledger.add(sym)
+        # Arrays (which the check reads without a conversion) go to the C++ coder as the lists it takes.
+        symbols, indexes = (v.tolist() if isinstance(v, np.ndarray) else v for v in (symbols, indexes))
         return self.inner.encode_with_indexes(symbols, indexes, cdfs, cdf_lengths, offsets)
 
     def decode_with_indexes(self, string, indexes, cdfs, cdf_lengths, offsets):
@@ -121,7 +124,7 @@ class _GuardedCoder:
         values = self.inner.decode_with_indexes(
             string + bytes(_pad_bytes(len(indexes), len(string))), indexes, cdfs, cdf_lengths, offsets
         )
-        symbols = np.asarray(values, dtype=np.int32)
+        symbols = np.frombuffer(array.array("i", values), dtype=np.int32)  # faster than np.asarray(list)
         if self.ledger is not None and self.ledger.side == "decode":
             self.ledger.add(symbols)
         return symbols
@@ -141,6 +144,12 @@ def _pad_bytes(n_symbols: int, n_bytes: int) -> int:
     return 4 * (2 * n_symbols + 16 * (n_bytes // 4) + 1024)
 
 
+_HUGE = (
+    "the latent holds NaN, infinite or huge values that the entropy coder cannot code "  # noqa: ISC003 - one message
+    + "(is the model trained and finite?)"
+)
+
+
 def _check_encodable(symbols, indexes, cdf_lengths, offsets) -> np.ndarray:
     """Refuse symbols that would hang the rANS encoder or overflow its output buffer.
 
@@ -150,22 +159,25 @@ def _check_encodable(symbols, indexes, cdf_lengths, offsets) -> np.ndarray:
     INT_MIN, whose escape loop never ends.
     """
     n = len(symbols)
-    sym = np.asarray(symbols, dtype=np.int64)
+    sym = np.asarray(symbols)
+    if sym.dtype != np.int32:  # a list (or wider ints): what does not fit in int32 is "huge" below
+        wide = np.asarray(symbols, dtype=np.int64)
+        if wide.size and bool((np.abs(wide) >= (1 << 30)).any()):
+            raise RdkitError(_HUGE)
+        sym = wide.astype(np.int32)
     idx = np.asarray(indexes, dtype=np.int64)
     lengths = np.asarray(cdf_lengths, dtype=np.int64)
     offs = np.asarray(offsets, dtype=np.int64)
     if idx.shape != sym.shape or (n and (idx.min() < 0 or idx.max() >= len(lengths))):
         raise RdkitError("internal error: entropy coder indexes out of range")
-    value = sym - offs[idx]
-    max_value = lengths[idx] - 2
+    # Escapes (symbols outside their table) in int32 over all symbols, then the rest on the few escaped ones.
+    escape = (sym < offs[idx]) | (sym >= (offs + lengths - 2)[idx])
+    value = sym[escape].astype(np.int64) - offs[idx[escape]]
+    max_value = lengths[idx[escape]] - 2
     raw = np.where(value < 0, -2 * value - 1, 2 * (value - max_value))
-    escape = (value < 0) | (value >= max_value)
-    if bool((escape & (raw >= (1 << 30))).any()):
-        raise RdkitError(
-            "the latent holds NaN, infinite or huge values that the entropy coder cannot code "
-            "(is the model trained and finite?)"
-        )
-    r = raw[escape]
+    if bool((raw >= (1 << 30)).any()):
+        raise RdkitError(_HUGE)
+    r = raw
     nibbles = np.zeros_like(r)
     while r.size and bool((r > 0).any()):
         nibbles += r > 0

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
-from compressai.entropy_models import GaussianConditional
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from torch import Tensor
 
+from rdkit_ae.guards import _GuardedCoder
 from rdkit_ae.plugin.exact import ACT_BITS
 
 GRID = float(1 << ACT_BITS)
@@ -38,35 +40,65 @@ def scale_indexes(gc: GaussianConditional, scales: Tensor) -> Tensor:
 
 
 class _Tables:
-    """A Gaussian conditional's CDF tables as the Python lists the rANS coder takes (built once per call)."""
+    """An entropy model's CDF tables as the Python lists the rANS coder takes (converted once, until they change)."""
 
-    def __init__(self, gc: GaussianConditional):
-        self.coder = gc.entropy_coder
-        self.cdf = gc._quantized_cdf.tolist()
-        self.lengths = gc._cdf_length.reshape(-1).int().tolist()
-        self.offsets = gc._offset.reshape(-1).int().tolist()
+    def __init__(self, model: EntropyModel):
+        self.coder = model.entropy_coder
+        self.guarded = isinstance(self.coder, _GuardedCoder)
+        tensors = (model._quantized_cdf, model._cdf_length, model._offset)
+        versions = tuple(t._version for t in tensors)
+        cached = getattr(model, "_rdkit_tables", None)
+        # Held tensors are compared by identity (held, so never a recycled id) and in-place version.
+        if cached is None or any(a is not b for a, b in zip(cached[0], tensors)) or cached[1] != versions:
+            lists = (tensors[0].tolist(), tensors[1].reshape(-1).int().tolist(), tensors[2].reshape(-1).int().tolist())
+            cached = (tensors, versions, lists)
+            model._rdkit_tables = cached  # a plain attribute, not a buffer
+        self.cdf, self.lengths, self.offsets = cached[2]
+
+    def rows(self, values: Tensor) -> np.ndarray | list:
+        """One image's values as the coder takes them: an int32 array for the guarded coder (which checks
+        arrays without a conversion and hands the C++ coder a list), else a list."""
+        flat = values.reshape(-1).numpy()
+        return flat if self.guarded else flat.tolist()
 
 
-def encode(gc: GaussianConditional, symbols: Tensor, indexes: Tensor) -> list[bytes]:
+def encode(gc: EntropyModel, symbols: Tensor, indexes: Tensor) -> list[bytes]:
     """One rANS string per image of integer ``symbols`` (B, ...) coded with CDF rows ``indexes``."""
     tables = _Tables(gc)
     sym = symbols.to("cpu", torch.int32).reshape(symbols.size(0), -1)
     idx = indexes.to("cpu", torch.int32).reshape(indexes.size(0), -1)
     return [
-        tables.coder.encode_with_indexes(s.tolist(), i.tolist(), tables.cdf, tables.lengths, tables.offsets)
+        tables.coder.encode_with_indexes(tables.rows(s), tables.rows(i), tables.cdf, tables.lengths, tables.offsets)
         for s, i in zip(sym, idx)
     ]
 
 
-def decode(gc: GaussianConditional, strings: Sequence[bytes], indexes: Tensor) -> Tensor:
+def decode(gc: EntropyModel, strings: Sequence[bytes], indexes: Tensor) -> Tensor:
     """The integer symbols (int32, shape of ``indexes``) of one rANS string per image."""
     tables = _Tables(gc)
     idx = indexes.to("cpu", torch.int32).reshape(indexes.size(0), -1)
     rows = []
     for s, i in zip(strings, idx):
-        values = tables.coder.decode_with_indexes(s, i.tolist(), tables.cdf, tables.lengths, tables.offsets)
-        rows.append(torch.as_tensor(values, dtype=torch.int32).reshape(-1))
+        values = tables.coder.decode_with_indexes(s, i.numpy().tolist(), tables.cdf, tables.lengths, tables.offsets)
+        rows.append(torch.as_tensor(np.asarray(values, dtype=np.int32)).reshape(-1))
     return torch.stack(rows).reshape(indexes.shape).to(indexes.device)
+
+
+def encode_bottleneck(eb: EntropyBottleneck, z: Tensor) -> list[bytes]:
+    """``eb.compress(z)`` (the same symbols, CDF rows and bytes) through :func:`encode`'s cached tables."""
+    medians = eb._get_medians().detach()
+    symbols = eb.quantize(z, "symbols", medians)
+    channels = torch.arange(z.size(1), dtype=torch.int32).view(1, -1, *([1] * (z.dim() - 2)))
+    return encode(eb, symbols, channels.expand(z.shape))
+
+
+def decode_bottleneck(eb: EntropyBottleneck, strings: Sequence[bytes], size: tuple[int, ...]) -> Tensor:
+    """``eb.decompress(strings, size)``: symbols decoded through :func:`decode`, plus the medians, in float32."""
+    shape = (len(strings), eb._quantized_cdf.size(0), *size)
+    channels = torch.arange(shape[1], dtype=torch.int32).view(1, -1, *([1] * len(size)))
+    medians = eb._get_medians().detach()
+    symbols = decode(eb, strings, channels.expand(shape).to(eb._quantized_cdf.device))
+    return eb.dequantize(symbols, medians, medians.dtype)
 
 
 def quantize(y: Tensor, means: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -86,4 +118,13 @@ def dequantize(symbols: Tensor, means: Tensor | None) -> Tensor:
     return grid if means is None else grid + means
 
 
-__all__ = ["GRID", "decode", "dequantize", "encode", "quantize", "scale_indexes"]
+__all__ = [
+    "GRID",
+    "decode",
+    "decode_bottleneck",
+    "dequantize",
+    "encode",
+    "encode_bottleneck",
+    "quantize",
+    "scale_indexes",
+]

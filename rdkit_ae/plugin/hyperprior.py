@@ -181,7 +181,7 @@ class HyperpriorCodec(HyperpriorLatentCodec):
             return out
         z = self.hyper.h_a(y)
         eb = self.hyper.entropy_bottleneck
-        z_strings = eb.compress(z)
+        z_strings = G.encode_bottleneck(eb, z)
         y_strings, y_hat = self._encode_y(y, self._side(self._z_hat(z)))
         h, w = (int(s) for s in y.shape[-2:])
         shape = {"y": self._y_shape(h, w), "hyper": tuple(int(s) for s in z.shape[-2:])}
@@ -193,7 +193,7 @@ class HyperpriorCodec(HyperpriorLatentCodec):
         if not self.exact:
             return {"y_hat": super().decompress(strings, shape)["y_hat"]}
         *y_strings, z_strings = strings
-        z_hat = self.hyper.entropy_bottleneck.decompress(z_strings, shape["hyper"])
+        z_hat = G.decode_bottleneck(self.hyper.entropy_bottleneck, z_strings, shape["hyper"])
         y_hat = self._decode_y(y_strings, shape["y"], self._side(z_hat))
         return {"y_hat": self._to_latent(y_hat, z_hat)}
 
