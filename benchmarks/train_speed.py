@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -314,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(
             f"Machine: {machine}; batch {args.batch}; ms/step = median over {args.rounds} rounds of the mean of "
             f"{args.steps} steps (toolkit / plain), {args.perceptual_rounds} x {args.perceptual_steps} "
-            f"(perceptual comparison).\n\n{table}\n"
+            f"(perceptual comparison). Measured {time.strftime('%Y-%m-%d')}.\n\n{table}\n\n"
+            f"Command: `python benchmarks/train_speed.py {shlex.join(argv if argv is not None else sys.argv[1:])}`\n"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import copy
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"| {name} | {f1:.1f} | {b1:.1f} | {f2:.1f} | {b2:.1f} |")
     tot = [sum(r[k] for r in rows) for rows in (fp32, bf16) for k in (1, 2)]
     out.append("| total | " + " | ".join(f"{v:.1f}" for v in tot) + " |")
+    out += ["", f"Command: `python benchmarks/vgg_profile.py {shlex.join(argv if argv is not None else sys.argv[1:])}`"]
     text = "\n".join(out) + "\n"
     print(text)
     if args.markdown:
