@@ -160,7 +160,9 @@ def eval_(
         chosen_metrics = _check_metrics(metrics, lpips_weights, dists_weights)
         targets = bpp_targets(bpps, crs, lambdas + rates, checkpoints)
         points = operating_points(lambdas, rates)
-        per_checkpoint = [[(None, None)] for _ in checkpoints] if targets else _points_of(checkpoints, points, device)
+        per_checkpoint: list[list[tuple[Optional[float], Optional[float]]]] = (
+            [[(None, None)] for _ in checkpoints] if targets else _points_of(checkpoints, points, device)
+        )
         images = load_images(data, split, val_fraction=val_fraction, seed=seed, limit=limit)
         console = _console()
         results = []
