@@ -26,17 +26,44 @@ from rdkit_ae.plugin.exact import ACT_BITS
 GRID = float(1 << ACT_BITS)
 
 
+MAX_LOOKUP = 1 << 18  # grid scales up to 1024 (CompressAI's table ends at 256) get a lookup table
+
+
 def scale_indexes(gc: GaussianConditional, scales: Tensor) -> Tensor:
     """CDF rows for grid scales: what ``gc.build_indexes`` gives, computed exactly.
 
     ``build_indexes`` counts the table entries (but the last) that are below
     the scale, after bounding it below by ``scale_bound`` (the table's first
-    entry), which ``bucketize`` does in one pass.
+    entry), which ``bucketize`` does in one pass. Integer grid scales (what
+    the exact networks give) look the answer up instead: one ``bucketize``
+    of every grid value up to the table's end, made once per table.
     """
     table = gc.scale_table.detach().to(device=scales.device, dtype=torch.float64)
     bound = float(gc.lower_bound_scale.bound)
+    lookup = _lookup(gc, table, bound)
+    if lookup is not None and (not scales.is_floating_point() or torch.equal(scales, scales.floor())):
+        return torch.take(lookup, scales.clamp(0, lookup.numel() - 1).long())
     values = torch.clamp(scales.double() / GRID, min=bound)
     return torch.bucketize(values, table[:-1].contiguous(), right=False).to(torch.int32)
+
+
+def _lookup(gc: GaussianConditional, table: Tensor, bound: float) -> Tensor | None:
+    """The rows of grid scales ``0..L`` (``L / GRID`` above every table entry but the last), cached; None if too long.
+
+    A negative scale is bounded up to ``bound`` as 0 is (``bound > 0``), and one of ``L`` or more
+    lies above every entry, as ``L`` does: clamping into ``0..L`` keeps every answer.
+    """
+    if not bound > 0 or table.numel() < 2 or not float(table[-2]) * GRID < MAX_LOOKUP:
+        return None
+    key = (gc.scale_table, gc.scale_table._version, bound, table.device)
+    cached = getattr(gc, "_rdkit_lookup", None)
+    if cached is not None and cached[0][0] is key[0] and cached[0][1:] == key[1:]:
+        return cached[1]
+    grid = torch.arange(int(float(table[-2]) * GRID) + 2, dtype=torch.float64, device=table.device)
+    values = torch.clamp(grid / GRID, min=bound)
+    lookup = torch.bucketize(values, table[:-1].contiguous(), right=False).to(torch.int32)
+    gc._rdkit_lookup = (key, lookup)  # a plain attribute, not a buffer
+    return lookup
 
 
 class _Tables:
