@@ -64,3 +64,25 @@ def digests(name: str) -> tuple[str, str]:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bytes_and_pixels_are_pinned(name):
     assert digests(name) == PINNED[name]
+
+
+def test_scale_lookup_gives_bucketize_rows():
+    """The lookup table of CDF rows for integer grid scales agrees with the bucketize it replaces, at the edges too."""
+    from compressai.entropy_models import GaussianConditional
+    from compressai.models.google import get_scale_table
+
+    from rdkit_ae.plugin import gaussian as G
+
+    gc = GaussianConditional(None)
+    gc.update_scale_table(get_scale_table())
+    scales = torch.randint(-500, 80_000, (20_000,)).double()
+    scales[:6] = torch.tensor([float("inf"), float("-inf"), 0.0, -1.0, 1e30, 28.0])
+    table = gc.scale_table.double()
+    bound = float(gc.lower_bound_scale.bound)
+    expected = torch.bucketize(torch.clamp(scales / G.GRID, min=bound), table[:-1].contiguous()).int()
+    assert G._lookup(gc, table, bound) is not None
+    assert torch.equal(G.scale_indexes(gc, scales), expected)
+    halves = scales + 0.5  # not on the grid: bucketize
+    assert torch.equal(
+        G.scale_indexes(gc, halves), torch.bucketize(torch.clamp(halves / G.GRID, min=bound), table[:-1]).int()
+    )
