@@ -49,5 +49,6 @@ python benchmarks/exact_rate_cost.py --checkpoint runs/fast-vr/best.pt --checkpo
   --images ../shared/data/kodak --out benchmarks/results/exact_rate_cost
 python benchmarks/onnx_decode.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
   --images ../shared/data/kodak --out benchmarks/results/onnx_decode  # needs the [onnx] extra
+bash docs/figures/compare-cr12.sh runs/fast-vr/best.pt runs/fast-vr-cb/best.pt  # README's CR-12 grid (rdkit compare)
 python benchmarks/codec_speed.py --checkpoint runs/fast-vr/best.pt --rate 3 --images ../shared/data/kodak \
   --baseline a03328b --out benchmarks/results/codec_speed
