@@ -53,13 +53,25 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         "conv-hybrid",
         {f"{VGG}.precision": "bf16", f"{VGG}.batch_fraction": 0.25},
     ),
+    "conv-hybrid bf16, relu1_2+relu2_2, batch_fraction 0.5": (
+        "conv-hybrid",
+        {f"{VGG}.precision": "bf16", f"{VGG}.layers": LAYERS_12, f"{VGG}.batch_fraction": 0.5},
+    ),
+    "conv-hybrid bf16, relu1_2+relu2_2, batch_fraction 0.25": (
+        "conv-hybrid",
+        {f"{VGG}.precision": "bf16", f"{VGG}.layers": LAYERS_12, f"{VGG}.batch_fraction": 0.25},
+    ),
+    "conv-hybrid fp32, relu1_2+relu2_2, batch_fraction 0.25": (
+        "conv-hybrid",
+        {f"{VGG}.precision": "fp32", f"{VGG}.layers": LAYERS_12, f"{VGG}.batch_fraction": 0.25},
+    ),
     "conv-hybrid (zoo settings)": ("conv-hybrid", {}),
 }
 #: what the child without bf16 measures
 CHILD_VARIANTS = (
     "conv-mse",
     "conv-hybrid fp32 (reference)",
-    "conv-hybrid fp32, batch_fraction 0.25",
+    "conv-hybrid fp32, relu1_2+relu2_2, batch_fraction 0.25",
     "conv-hybrid (zoo settings)",
 )
 NO_BF16_ISA = "AVX512_CORE_VNNI"
