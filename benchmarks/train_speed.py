@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     perc, perc_ok, perc_md = None, True, ""
     if not args.no_perceptual:
-        perc, perc_ok, perc_md = perceptual_speed.section(args, batches)
+        perc, perc_ok, perc_md = perceptual_speed.section(argparse.Namespace(**vars(args)), batches)
     rows = ["| recipe | implementation | ms/step | images/s | toolkit / plain |", "|---|---|---|---|---|"]
     for res in results:
         for key, sec in res["median_s"].items():
