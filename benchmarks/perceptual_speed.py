@@ -1,6 +1,6 @@
 """The perceptual training step against the MSE step: conv-hybrid's speed options side by side.
 
-Part of ``benchmarks/train_speed.py`` (which calls :func:`run`); on its own:
+``benchmarks/train_speed.py`` runs it as a child process and appends its tables; on its own:
 
     python benchmarks/perceptual_speed.py                 # this machine, then a child without bf16
     python benchmarks/perceptual_speed.py --steps 4 --rounds 1 --no-child   # smoke test
@@ -31,9 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEV_NPZ = REPO.parent / "shared" / "data" / "cifar10-lossless" / "dev.npz"
+VGG_FILE = REPO.parent / "shared" / "models" / "vgg16-caffe-features-conv1_1-conv4_3.pth"
 VGG = "loss.vgg-perceptual"
 LAYERS_12 = ["relu1_2", "relu2_2"]
 #: label -> (recipe, overrides). The first is the denominator of every ratio.
@@ -77,6 +81,44 @@ CHILD_VARIANTS = (
 NO_BF16_ISA = "AVX512_CORE_VNNI"
 
 
+def make_batches(n: int, batch: int, seed: int) -> list[torch.Tensor]:
+    """Training batches of 32x32 crops through the toolkit's dataset, as train_speed.py makes them."""
+    from rdkit_ae.data.datasets import ImageDataset, train_batches
+    from rdkit_ae.data.sources import ImageSet
+
+    if DEV_NPZ.is_file():
+        with np.load(DEV_NPZ) as f:
+            x = f["x"]
+    else:
+        x = np.random.default_rng(seed).integers(0, 256, (max(batch * 4, 512), 32, 32, 3), dtype=np.uint8)
+    ds = ImageDataset(ImageSet("bench", x), 32, train=True, hflip=True, color_jitter=0.1, seed=seed)
+    out: list[torch.Tensor] = []
+    for epoch in range(1000):
+        ds.set_epoch(epoch)
+        out += [ds.__getitems__(idx) for idx in train_batches(ds, batch, epoch, seed) if len(idx) == batch]
+        if len(out) >= n:
+            return out[:n]
+    raise SystemExit("too few images for one batch")
+
+
+class ToolkitStep:
+    """The toolkit's training step as ``train()`` runs it per batch (train_speed.py's Toolkit)."""
+
+    def __init__(self, recipe):
+        from rdkit_ae.training.optim import TrainStep, build_training
+
+        self.model, self.objective, opt, aux_opt, self.schedule = build_training(recipe, "cpu", steps_per_epoch=1000)
+        self.step = TrainStep(self.model, self.objective, opt, aux_opt, float(recipe.train["clip_grad"]))
+        self.acc = torch.zeros(len(self.objective.names) + 1 + (aux_opt is not None))
+
+    def __call__(self, x: torch.Tensor) -> None:
+        self.acc += self.step(x)
+        if self.schedule.interval == "step":
+            self.schedule.step()
+        if bool((~torch.isfinite(self.acc)).any()):
+            raise FloatingPointError("non-finite loss in the benchmark")
+
+
 def _settings(step) -> tuple[int, str, float, str]:
     """(every, resolved precision, batch_fraction, layers) of a toolkit step's vgg-perceptual term."""
     from rdkit_ae.plugins import vgg
@@ -90,15 +132,13 @@ def _settings(step) -> tuple[int, str, float, str]:
 
 def compare(batches: list[torch.Tensor], labels, steps: int, rounds: int, warmup: int, seed: int) -> dict:
     """ms/step of each variant (median over rounds of the round mean) and its ratio to the first."""
-    from train_speed import Toolkit
-
     from rdkit_ae.recipe import load_recipe
 
     impls, info = {}, {}
     for label in labels:
         name, overrides = VARIANTS[label]
         torch.manual_seed(seed)
-        impls[label] = Toolkit(load_recipe(name, overrides=overrides))
+        impls[label] = ToolkitStep(load_recipe(name, overrides=overrides))
         info[label] = _settings(impls[label])
     period = math.lcm(*(settings[0] for settings in info.values()))
     if steps % period:
@@ -170,40 +210,19 @@ def run(args: argparse.Namespace, batches: list[torch.Tensor]) -> dict:
     return res
 
 
-def section(args: argparse.Namespace, batches: list[torch.Tensor]) -> tuple[dict, bool, str]:
-    """For train_speed.py: (figures, zoo conv-hybrid within --perceptual-limit, markdown tables)."""
-    for key in ("steps", "rounds", "labels"):
-        setattr(args, key, getattr(args, f"perceptual_{key}"))
-    res = run(args, batches)
-    zoo = res["here"]["ratio_to_mse"].get("conv-hybrid (zoo settings)")
-    ok = zoo is None or zoo <= args.perceptual_limit
-    if zoo is not None:
-        verdict = "ok" if ok else "OVER"
-        print(f"  conv-hybrid (zoo settings) / conv-mse = {zoo:.2f} ({verdict}, limit {args.perceptual_limit})")
-    md = "\n\n" + "\n".join(table(res["here"], "Perceptual step against the MSE step:"))
-    if "without_bf16" in res:
-        title = f"The same without bf16 (a child process with ONEDNN_MAX_CPU_ISA={args.no_bf16_isa}):"
-        md += "\n\n" + "\n".join(table(res["without_bf16"], title))
-    return res, ok, md
-
-
-def add_arguments(ap: argparse.ArgumentParser, prefix: str = "") -> None:
-    ap.add_argument(f"--{prefix}steps", type=int, default=8, help="timed steps per variant per round")
-    ap.add_argument(f"--{prefix}rounds", type=int, default=3)
-    ap.add_argument(f"--{prefix}labels", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per variant per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--labels", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--no-child", action="store_true", help="skip the rerun without bf16")
     ap.add_argument("--no-bf16-isa", default=NO_BF16_ISA, help="ONEDNN_MAX_CPU_ISA of the child without bf16")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from train_speed import VGG_FILE, make_batches
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(ap)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     ap.add_argument("--child-json", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:
@@ -211,15 +230,22 @@ def main(argv: list[str] | None = None) -> int:
     if "RDKIT_VGG_WEIGHTS" not in os.environ and VGG_FILE.is_file():
         os.environ["RDKIT_VGG_WEIGHTS"] = str(VGG_FILE)
         os.environ.setdefault("RDKIT_VGG_PREPROCESSING", "caffe")
-    batches, _ = make_batches(args.steps + args.warmup, args.batch, args.seed)
+    batches = make_batches(args.steps + args.warmup, args.batch, args.seed)
     if args.child_json:
         res = compare(batches, args.labels, args.steps, args.rounds, args.warmup, args.seed)
         args.child_json.write_text(json.dumps(res))
         return 0
-    run(args, batches)
+    res = run(args, batches)
+    md = "\n".join(table(res["here"], "Perceptual step against the MSE step:"))
+    if "without_bf16" in res:
+        title = f"The same without bf16 (a child process with ONEDNN_MAX_CPU_ISA={args.no_bf16_isa}):"
+        md += "\n\n" + "\n".join(table(res["without_bf16"], title))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    if args.markdown:
+        args.markdown.write_text(md + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     raise SystemExit(main())

@@ -35,12 +35,13 @@ import math
 import os
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import perceptual_speed
 import torch
 import torch.nn.functional as F
 
@@ -261,6 +262,26 @@ def bench_recipe(name: str, batches: list[torch.Tensor], steps: int, rounds: int
     }
 
 
+def perceptual_section(args: argparse.Namespace) -> tuple[dict | None, bool, str]:
+    """benchmarks/perceptual_speed.py in a child process: (figures, zoo conv-hybrid within the limit, tables)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        js, md = Path(tmp) / "perceptual.json", Path(tmp) / "perceptual.md"
+        cmd = [sys.executable, str(Path(__file__).with_name("perceptual_speed.py")), "--json", str(js)]
+        cmd += ["--markdown", str(md), "--batch", str(args.batch), "--seed", str(args.seed)]
+        cmd += ["--steps", str(args.perceptual_steps), "--rounds", str(args.perceptual_rounds)]
+        cmd += ["--threads", str(torch.get_num_threads())]
+        if subprocess.run(cmd).returncode != 0 or not js.is_file():
+            print("perceptual comparison failed", file=sys.stderr)
+            return None, False, ""
+        res, text = json.loads(js.read_text()), md.read_text()
+    zoo = res["here"]["ratio_to_mse"].get("conv-hybrid (zoo settings)")
+    ok = zoo is None or zoo <= args.perceptual_limit
+    if zoo is not None:
+        verdict = f"{'ok' if ok else 'OVER'}, limit {args.perceptual_limit}"
+        print(f"  conv-hybrid (zoo settings) / conv-mse = {zoo:.2f} ({verdict})")
+    return res, ok, "\n\n" + text.rstrip("\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipes", nargs="+", default=["conv-mse", "conv-hybrid", "factorized"])
@@ -273,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=float, default=1.05, help="largest acceptable toolkit/plain ratio")
     ap.add_argument("--perceptual-limit", type=float, default=4.0, help="largest acceptable conv-hybrid / conv-mse")
     ap.add_argument("--no-perceptual", action="store_true", help="skip the conv-hybrid speed options comparison")
-    perceptual_speed.add_arguments(ap, prefix="perceptual-")
+    ap.add_argument("--perceptual-steps", type=int, default=8, help="perceptual comparison: steps per round")
+    ap.add_argument("--perceptual-rounds", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--markdown", type=Path, default=None, help="also write a markdown table here")
     args = ap.parse_args(argv)
@@ -302,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     perc, perc_ok, perc_md = None, True, ""
     if not args.no_perceptual:
-        perc, perc_ok, perc_md = perceptual_speed.section(argparse.Namespace(**vars(args)), batches)
+        perc, perc_ok, perc_md = perceptual_section(args)
     rows = ["| recipe | implementation | ms/step | images/s | toolkit / plain |", "|---|---|---|---|---|"]
     for res in results:
         for key, sec in res["median_s"].items():

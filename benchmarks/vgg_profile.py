@@ -27,13 +27,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import VGG_FILE, make_batches  # noqa: E402
+from rdkit_ae.machine import machine_summary
 
-from rdkit_ae.machine import machine_summary  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+DEV_NPZ = REPO.parent / "shared" / "data" / "cifar10-lossless" / "dev.npz"
+VGG_FILE = REPO.parent / "shared" / "models" / "vgg16-caffe-features-conv1_1-conv4_3.pth"
 
 LAYERS = ("relu1_2", "relu2_2", "relu3_3")
 
@@ -159,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RDKIT_VGG_WEIGHTS"] = str(VGG_FILE)
     os.environ["RDKIT_VGG_PREPROCESSING"] = "caffe"
     torch.manual_seed(0)
-    x = make_batches(1, args.batch, 0)[0][0]
+    if DEV_NPZ.is_file():
+        with np.load(DEV_NPZ) as f:
+            pixels = f["x"][: args.batch]
+    else:
+        pixels = np.random.default_rng(0).integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
     machine = machine_summary(threads=torch.get_num_threads())
     out = [f"Machine: {machine}; batch {args.batch} of 32x32, medians of {args.reps} repetitions.", ""]
     out += ["## One step, by part (ms)", "", "| part | fp32 NCHW | fp32 channels-last | bf16 channels-last |"]
