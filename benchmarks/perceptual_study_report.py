@@ -124,13 +124,13 @@ def markdown(info: dict[str, Any], n_images: int) -> str:
         f"Machine: {info['machine_summary']}.",
         "",
         "At 2.0 bpp (CR 12): the conv models by construction, the variable-rate models by rate control "
-        "per image, WebP at its quality closest to 2.0 bpp. ↑ higher is better, ↓ lower is better; "
+        "(every image at 2.0 bpp), WebP at its quality closest to 2.0 bpp. ↑ higher is better, ↓ lower is better; "
         "MS-SSIM is not defined on 32x32 images (5 scales need over 160 pixels a side).",
         "",
         *cr12_rows(info),
         "",
-        "BD-rate over 1-3 bpp on each metric (negative: fewer bits for the same quality; lower-is-better "
-        "metrics negated for the fit):",
+        "BD-rate over 1-3 bpp on each metric (the variable-rate models' 7 trained rates; negative: fewer bits "
+        "for the same quality; lower-is-better metrics negated for the fit):",
         "",
         *bd_rows(info["bd"], METRICS),
     ]
