@@ -28,6 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_NPZ = REPO.parent / "shared" / "data" / "cifar10-lossless" / "dev.npz"
+RECIPE = REPO / "benchmarks" / "fast-vr-hybrid.toml"
 VGG_FILE = REPO.parent / "shared" / "models" / "vgg16-caffe-features-conv1_1-conv4_3.pth"
 
 
@@ -112,7 +113,7 @@ def main() -> None:
         for w in args.weights:
             t0 = time.perf_counter()
             res = train(
-                "fast-vr-hybrid", str(train_npz), Path(tmp) / f"w{w:g}", epochs=args.epochs, threads=args.threads,
+                str(RECIPE), str(train_npz), Path(tmp) / f"w{w:g}", epochs=args.epochs, threads=args.threads,
                 overrides=[f"loss.rd-perceptual.perceptual_weight={w}", *args.overrides], quiet=True, evaluate=False,
             )  # fmt: skip
             ms = (time.perf_counter() - t0) / max(res.steps, 1) * 1e3

@@ -1,4 +1,4 @@
-"""rd-perceptual: per-image VGG values, lambda weighting, gradients, precision, every, errors; its zoo recipe."""
+"""rd-perceptual: per-image VGG values, lambda weighting, gradients, precision, every, errors; with fast-vr."""
 
 from __future__ import annotations
 
@@ -166,12 +166,17 @@ def test_missing_weights_fail_when_built(tmp_path):
         create("loss", "rd-perceptual", weights=str(tmp_path / "none.pth"))
 
 
-def test_zoo_recipe_trains_a_step(vgg_file, monkeypatch):
+def test_fast_vr_recipe_with_it_trains_a_step(vgg_file, monkeypatch, tmp_path):
+    """fast-vr with its rd loss replaced, as benchmarks/fast-vr-hybrid.toml does."""
     from rdkit_ae.model import build_model, build_objective
     from rdkit_ae.recipe import load_recipe
 
     monkeypatch.setenv(vgg.ENV_WEIGHTS, str(vgg_file))
-    recipe = load_recipe("fast-vr-hybrid", overrides=["encoder.latent_channels=8", "encoder.channels=8"])
+    path = tmp_path / "hybrid.toml"
+    path.write_text(
+        'extends = "fast-vr"\nreplace_losses = true\n[[loss]]\nname = "rd-perceptual"\nperceptual_weight = 0.01\n'
+    )
+    recipe = load_recipe(str(path), overrides=["encoder.latent_channels=8", "encoder.channels=8"])
     assert [e["name"] for e in recipe.losses] == ["rd-perceptual"]
     model, objective = build_model(recipe).train(), build_objective(recipe).train()
     x = smooth(2)
