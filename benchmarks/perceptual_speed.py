@@ -70,6 +70,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         {f"{VGG}.precision": "fp32", f"{VGG}.layers": LAYERS_12, f"{VGG}.batch_fraction": 0.25},
     ),
     "conv-hybrid (zoo settings)": ("conv-hybrid", {}),
+    "conv-hybrid-fast (zoo settings)": ("conv-hybrid-fast", {}),
 }
 #: what the child without bf16 measures
 CHILD_VARIANTS = (
@@ -77,6 +78,7 @@ CHILD_VARIANTS = (
     "conv-hybrid fp32 (reference)",
     "conv-hybrid fp32, relu1_2+relu2_2, batch_fraction 0.25",
     "conv-hybrid (zoo settings)",
+    "conv-hybrid-fast (zoo settings)",
 )
 NO_BF16_ISA = "AVX512_CORE_VNNI"
 
