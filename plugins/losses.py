@@ -273,19 +273,7 @@ class VGGPerceptualLoss(nn.Module):
 
     @staticmethod
     def _check_layer_weights(name, layers, layer_weights) -> tuple[float, ...]:
-        if layer_weights is None:
-            return tuple(1.0 for _ in layers)
-        if isinstance(layer_weights, Mapping):
-            unknown = [k for k in layer_weights if k not in layers]
-            if unknown:
-                raise PluginError(f"{name}: layer_weights names layers not in layers: {unknown}")
-            values = [layer_weights.get(n, 1.0) for n in layers]
-        elif isinstance(layer_weights, Sequence) and not isinstance(layer_weights, str):
-            if len(layer_weights) != len(layers):
-                raise PluginError(f"{name}: layer_weights has {len(layer_weights)} values for {len(layers)} layers")
-            values = list(layer_weights)
-        else:
-            raise PluginError(f"{name}: layer_weights must be a list or a table by layer; got {layer_weights!r}")
+        values = vgg.layer_weight_values(name, layers, layer_weights)
         try:
             return tuple(float(v) for v in values)
         except (TypeError, ValueError):

@@ -41,19 +41,7 @@ def _number(param: str, value: object, *, positive: bool) -> float:
 
 
 def _layer_weights(layers: tuple[str, ...], layer_weights: Any) -> tuple[float, ...]:
-    if layer_weights is None:
-        return tuple(1.0 for _ in layers)
-    if isinstance(layer_weights, Mapping):
-        unknown = [k for k in layer_weights if k not in layers]
-        if unknown:
-            raise PluginError(f"{NAME}: layer_weights names layers not in layers: {unknown}")
-        values = [layer_weights.get(n, 1.0) for n in layers]
-    elif isinstance(layer_weights, Sequence) and not isinstance(layer_weights, str):
-        if len(layer_weights) != len(layers):
-            raise PluginError(f"{NAME}: layer_weights has {len(layer_weights)} values for {len(layers)} layers")
-        values = list(layer_weights)
-    else:
-        raise PluginError(f"{NAME}: layer_weights must be a list or a table by layer; got {layer_weights!r}")
+    values = vgg.layer_weight_values(NAME, layers, layer_weights)
     return tuple(_number("layer_weights", v, positive=False) for v in values)
 
 

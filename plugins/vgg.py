@@ -30,7 +30,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import ContextManager, Mapping, Sequence
+from typing import Any, ContextManager, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -158,6 +158,23 @@ def features(net: nn.Sequential, x: Tensor, indices: Sequence[int], convention: 
         if i in wanted:
             feats[i] = h
     return [feats[i] for i in indices]
+
+
+def layer_weight_values(plugin: str, layers: Sequence[str], layer_weights: Any) -> list:
+    """A VGG loss's ``layer_weights`` (None, a list, or a table by layer name) as one raw value per layer, in
+    ``layers`` order; each loss converts and bounds the values its own way."""
+    if layer_weights is None:
+        return [1.0 for _ in layers]
+    if isinstance(layer_weights, Mapping):
+        unknown = [k for k in layer_weights if k not in layers]
+        if unknown:
+            raise PluginError(f"{plugin}: layer_weights names layers not in layers: {unknown}")
+        return [layer_weights.get(n, 1.0) for n in layers]
+    if isinstance(layer_weights, Sequence) and not isinstance(layer_weights, str):
+        if len(layer_weights) != len(layers):
+            raise PluginError(f"{plugin}: layer_weights has {len(layer_weights)} values for {len(layers)} layers")
+        return list(layer_weights)
+    raise PluginError(f"{plugin}: layer_weights must be a list or a table by layer; got {layer_weights!r}")
 
 
 # -- the network --------------------------------------------------------------
