@@ -24,14 +24,13 @@ package. The backbone is read from, in order: the file named by
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rdkit_ae.errors import RdkitError
-from rdkit_ae.evaluation.learned_metrics import URL, MissingWeightsError, _hub_dir
+from rdkit_ae.evaluation.learned_metrics import URL, _hub_dir, backbone_path
 
 ENV = "RDKIT_DISTS_BACKBONE"
 HUB_FILE = "vgg16-397923af.pth"
@@ -48,16 +47,7 @@ def how_to_get() -> str:
 
 def dists_backbone_path(explicit: str | Path | None = None) -> Path:
     """The VGG-16 file to use; :class:`MissingWeightsError` (one line) when there is none."""
-    given = explicit or os.environ.get(ENV)
-    if given:
-        path = Path(given).expanduser()
-        if not path.is_file():
-            where = "--dists-weights" if explicit else ENV
-            raise MissingWeightsError(f"DISTS backbone weights not found: {path} ({where})")
-        return path
-    if (_hub_dir() / HUB_FILE).is_file():
-        return _hub_dir() / HUB_FILE
-    raise MissingWeightsError(how_to_get())
+    return backbone_path("DISTS", explicit, ENV, "--dists-weights", [HUB_FILE], how_to_get)
 
 
 def _load(path: Path, what: str) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -46,19 +46,26 @@ def how_to_get() -> str:
     )
 
 
-def lpips_backbone_path(explicit: str | Path | None = None) -> Path:
-    """The backbone file to use; :class:`MissingWeightsError` (one line) when there is none."""
-    given = explicit or os.environ.get(ENV)
+def backbone_path(
+    metric: str, explicit: str | Path | None, env: str, flag: str, hub_files: Sequence[str], hint: Callable[[], str]
+) -> Path:
+    """A learned metric's backbone file: ``explicit`` (from ``flag``), else ``$env``, else the first of
+    ``hub_files`` in torch's hub cache; :class:`MissingWeightsError` (one line, ``hint()``) when there is none."""
+    given = explicit or os.environ.get(env)
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
-            where = "--lpips-weights" if explicit else ENV
-            raise MissingWeightsError(f"LPIPS backbone weights not found: {path} ({where})")
+            raise MissingWeightsError(f"{metric} backbone weights not found: {path} ({flag if explicit else env})")
         return path
-    for name in HUB_FILES.values():
+    for name in hub_files:
         if (_hub_dir() / name).is_file():
             return _hub_dir() / name
-    raise MissingWeightsError(how_to_get())
+    raise MissingWeightsError(hint())
+
+
+def lpips_backbone_path(explicit: str | Path | None = None) -> Path:
+    """The backbone file to use; :class:`MissingWeightsError` (one line) when there is none."""
+    return backbone_path("LPIPS", explicit, ENV, "--lpips-weights", list(HUB_FILES.values()), how_to_get)
 
 
 def _features_state(path: Path) -> dict[str, Any]:
