@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rdkit_ae.checkpoint import save_checkpoint
 from rdkit_ae.cli import app
-from rdkit_ae.codec import Codec
+from rdkit_ae.codec import Codec, rate_control
 from rdkit_ae.errors import RdkitError
 from rdkit_ae.evaluation.metrics import psnr
 from rdkit_ae.model import build_model
@@ -242,3 +242,37 @@ def test_cli_eval_at_bpp_refuses_a_fixed_rate_model(tmp_path):
     np.savez(tmp_path / "d.npz", x=smooth_images(2, 32, 32, seed=3))
     res = _cli("eval", ckpt, "--data", tmp_path / "d.npz", "--cr", 12)
     assert res.exit_code == 1 and f"--bpp/--cr need a variable-rate model, but {ckpt} has a single rate" in res.output
+
+
+# -- the search on a size curve no small model gives on demand ---------------------------------------
+class _SizeCurve:
+    """A variable-rate codec stand-in whose file at rate ``t`` has ``size(t)`` bytes: the search sees only
+    sizes, and a real model's plateaus cannot be placed where a test needs them."""
+
+    def __init__(self, size):
+        self.size, self.t, self.source = size, 0.0, "curve"
+        self.model = type("M", (), {"variable_rate": True, "rate": 3.0, "set_rate": lambda self, index: None})()
+        self.model.latent_codec = type("L", (), {"lambdas": [1.0] * 7})()
+
+    def set_rate(self, rate):
+        self.t = float(np.float32(rate))
+        return self.t
+
+    def compress(self, image):
+        return bytes(self.size(self.t))
+
+
+def _plateau_then_ramp(t: float) -> int:
+    """Sizes in 4-byte words: growing to 189 bytes at t=1, flat there to t=1.3, then 4 bytes every 0.01."""
+    if t < 1.0:
+        return 4 * int(120 * np.exp(0.45 * t) // 4) + 1
+    if t < 1.3:
+        return 189
+    return 189 + 4 * int((t - 1.3) / 0.01) + 4 * int(120 * (np.exp(0.45 * (t - 1.3)) - 1) // 4)
+
+
+def test_a_plateau_below_the_ceiling_is_halved_not_crept_along():
+    codec = _SizeCurve(_plateau_then_ramp)
+    data, report = rate_control.compress_to(codec, SMALL, rate_control.Target("max_bytes", 200))
+    assert 0.97 * 200 <= len(data) <= 200, [(p.rate, p.nbytes) for p in report.passes]
+    assert len(report.passes) <= rate_control.DEFAULT_PASSES

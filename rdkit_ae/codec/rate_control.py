@@ -202,15 +202,18 @@ class _Search:
         best = None
         for p in (lo, hi):
             best = p if self.better(p, best) else best
+        stuck = False
         while len(self.passes) < max_passes and not self.done(best) and not self._closed(lo, hi):
-            p = self.measure(self._next(lo, hi))
+            p = self.measure(self._midpoint(lo, hi) if stuck else self._next(lo, hi))
             if p.rate in (lo.rate, hi.rate):
                 break  # the bracket is one float32 wide
             best = p if self.better(p, best) else best
+            # A pass that moves an end without changing its value lands on a plateau (a jump in sizes
+            # near the goal): interpolation would creep along it, so the next pass halves the bracket.
             if self._below(p):
-                lo = p
+                stuck, lo = self.value(p) == self.value(lo), p
             else:
-                hi = p
+                stuck, hi = self.value(p) == self.value(hi), p
         if best is None:  # not reached: lo is feasible for every kind after _check_reachable
             raise RdkitError(f"{self.target.option}: no pass met the target for {self.name}")
         return self.files[best.rate], best
@@ -225,6 +228,10 @@ class _Search:
     def _below(self, p: Pass) -> bool:
         """Whether ``p`` is on the low side of the goal (the bracket's new low end)."""
         return self.value(p) < self.goal if self.target.kind == "psnr" else self.value(p) <= self.goal
+
+    @staticmethod
+    def _midpoint(lo: Pass, hi: Pass) -> float:
+        return lo.rate + 0.5 * (hi.rate - lo.rate)
 
     def _next(self, lo: Pass, hi: Pass) -> float:
         """Interpolate the target between the bracket's ends (log bytes, or dB), kept off the ends."""
