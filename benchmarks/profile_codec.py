@@ -9,6 +9,12 @@ around them), the synthesis ``g_s``, the container, and the rest (image
 conversions, guards, gain units, dequantization). Medians over images of the
 median of ``--repeats`` calls.
 
+A second table gives each network stage's multiply-accumulates (counted by
+``torch.utils.flop_counter`` on the first image) and its floor: those MACs at
+this machine's one-thread peak GEMM rate, measured here on 1024x1024 matrices
+in the stage's dtype (float64 for the exact integer networks, float32 for
+the rest). No implementation of the same model at that size can be faster.
+
     python benchmarks/profile_codec.py --checkpoint /work/runs/fast-vr/best.pt --rate 3 \\
         --images ../shared/data/kodak --out benchmarks/results/codec_speed/profile-fast-vr.md
 """
@@ -16,6 +22,7 @@ median of ``--repeats`` calls.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import statistics
 import time
@@ -24,9 +31,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 STAGES = ("g_a", "h_a", "z coding", "h_s exact", "context exact", "indexes", "y rANS (C++)", "y coding (Python)")
 STAGES += ("g_s", "container", "rest")
+NETWORKS = {"g_a": torch.float32, "h_a": torch.float32, "h_s exact": torch.float64, "context exact": torch.float64}
+NETWORKS["g_s"] = torch.float32
 
 
 class Clock:
@@ -34,6 +44,8 @@ class Clock:
 
     def __init__(self) -> None:
         self.times: dict[str, float] = defaultdict(float)
+        self.macs: dict[str, float] = defaultdict(float)
+        self.counting = False  # count MACs per stage (one untimed pass: counting slows every op)
         self.stack: list[str] = []
 
     def wrap(self, stage: str, fn: Callable) -> Callable:
@@ -42,15 +54,20 @@ class Clock:
             # The rANS interface also codes z: inside the z stage, its time is z's.
             inside = self.stack[-1] if self.stack and self.stack[-1] == "z coding" else stage
             self.stack.append(inside)
+            counter = FlopCounterMode(display=False) if self.counting else contextlib.nullcontext()
             t0 = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                with counter:
+                    return fn(*args, **kwargs)
             finally:
                 dt = time.perf_counter() - t0
                 self.stack.pop()
                 self.times[inside] += dt
-                if self.stack:  # exclusive times: the outer stage did not spend these
+                macs = counter.get_total_flops() / 2 if isinstance(counter, FlopCounterMode) else 0.0
+                self.macs[inside] += macs
+                if self.stack:  # exclusive: the outer stage did not spend these (nested counters see both)
                     self.times[self.stack[-1]] -= dt
+                    self.macs[self.stack[-1]] -= macs
 
         return timed
 
@@ -138,6 +155,55 @@ def profile(codec: Any, clock: Clock, images: list, repeats: int) -> dict[str, d
     return {side: {k: 1000 * statistics.median(v) for k, v in d.items()} for side, d in per.items()}
 
 
+def count_macs(codec: Any, clock: Clock, image: Any) -> dict[str, dict[str, float]]:
+    """{"encode"|"decode": {network stage: MACs}} of one image."""
+    out = {}
+    clock.counting = True
+    try:
+        for side in ("encode", "decode"):
+            clock.macs.clear()
+            if side == "encode":
+                data = codec.compress(image)
+            else:
+                codec.decompress(data, trusted=True)
+            out[side] = {k: v for k, v in clock.macs.items() if k in NETWORKS and v > 0}
+    finally:
+        clock.counting = False
+    return out
+
+
+def peak_gmacs(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
+    """One thread's GEMM rate (GMAC/s) on n x n matrices of ``dtype``: the best case for any network."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return n**3 / min(times) / 1e9
+
+
+def floor_table(macs: dict[str, dict[str, dict[str, float]]], peaks: dict[torch.dtype, float]) -> str:
+    """Per network stage: MACs (millions) and ms at the peak rate; totals per side against the measured time."""
+    names = list(macs)
+    lines = ["| network stage | " + " | ".join(f"{n} encode | {n} decode" for n in names) + " |"]
+    lines.append("|---" * (1 + 2 * len(names)) + "|")
+    totals = {(n, side): 0.0 for n in names for side in ("encode", "decode")}
+    for stage, dtype in NETWORKS.items():
+        cells = []
+        for n in names:
+            for side in ("encode", "decode"):
+                m = macs[n][side].get(stage, 0.0)
+                ms = 1000 * m / (peaks[dtype] * 1e9)
+                totals[n, side] += ms
+                cells.append(f"{m / 1e6:,.0f} M / {ms:.1f} ms" if m else "-")
+        lines.append(f"| {stage} ({str(dtype).removeprefix('torch.')}) | " + " | ".join(cells) + " |")
+    cells = [f"{totals[n, side]:.1f} ms" for n in names for side in ("encode", "decode")]
+    lines.append("| **floor of the networks** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     names = list(results)
     head = "| stage | " + " | ".join(f"{n} encode | {n} decode" for n in names) + " |"
@@ -169,7 +235,7 @@ def main() -> None:
 
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".png")[: args.limit]
     images = [read_image(p)[0] for p in paths]
-    results = {}
+    results, macs = {}, {}
     for ck in args.checkpoint:
         codec = Codec.load(ck)
         if args.rate is not None and codec.model.variable_rate:
@@ -178,9 +244,16 @@ def main() -> None:
         instrument(codec, clock)
         name = ck.parent.name if ck.stem in ("best", "last") else ck.stem
         results[name] = profile(codec, clock, images, args.repeats)
+        macs[name] = count_macs(codec, clock, images[0])
+    peaks = {dtype: peak_gmacs(dtype) for dtype in (torch.float32, torch.float64)}
     text = table(results) + (
         f"\n\nms per image, median over {len(images)} Kodak images of the median of {args.repeats} calls "
-        f"(`Codec.compress` / `Codec.decompress`, one thread), rate {args.rate}; {machine_summary(threads=1)}\n"
+        f"(`Codec.compress` / `Codec.decompress`, one thread), rate {args.rate}; {machine_summary(threads=1)}\n\n"
+    )
+    text += floor_table(macs, peaks) + (
+        f"\n\nMACs of {paths[0].name} ({images[0].shape[1]}x{images[0].shape[0]}) per network stage, and the "
+        f"time they take at this machine's one-thread peak GEMM rate: float32 {peaks[torch.float32]:.1f}, "
+        f"float64 {peaks[torch.float64]:.1f} GMAC/s (1024x1024 matmul). Entropy coding and the rest come on top.\n"
     )
     print(text)
     if args.out:

@@ -18,7 +18,7 @@ field that is any float32); the time ratio is the cost of the search.
     python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt \\
         --images ../shared/data/kodak --limit 4 --out benchmarks/results/rate_control
     python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt \\
-        --images ../shared/data/cifar10-lossless/dev.npz --limit 100
+        --images ../shared/data/cifar10-lossless/dev.npz --start 2500 --limit 100
 """
 
 from __future__ import annotations
@@ -80,13 +80,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, required=True, help="a variable-rate checkpoint")
     ap.add_argument("--images", required=True, help="images no model was trained on (anything --data takes)")
-    ap.add_argument("--limit", type=int, default=None, help="the first N images only")
+    ap.add_argument("--start", type=int, default=0, help="skip the first N images (dev.npz: 2500, the held-out ones)")
+    ap.add_argument("--limit", type=int, default=None, help="N images only (from --start)")
     ap.add_argument("--targets", type=float, nargs="*", default=None, help="bpp targets (default: see above)")
     ap.add_argument("--passes", type=int, default=12)
     ap.add_argument("--n-targets", type=int, default=5, help="default targets: this many")
     ap.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
     args = ap.parse_args()
-    images = [im for _, im in iter_images(load_images(args.images, limit=args.limit, download=False))]
+    images = [im for _, im in iter_images(load_images(args.images, download=False))]
+    images = images[args.start : None if args.limit is None else args.start + args.limit]
     codec = Codec.load(args.checkpoint)
     fixed = fixed_curve(codec, images)
     # a target some image cannot reach stops with the nearest value: by default, n targets inside every image's range
@@ -100,7 +102,7 @@ def main() -> None:
     results = {
         "machine": machine_summary(threads=1),
         "checkpoint": str(args.checkpoint),
-        "images": f"{args.images} ({len(images)})",
+        "images": f"{args.images} [{args.start}:{args.start + len(images)}] ({len(images)})",
         "fixed": fixed,
         "controlled": controlled,
         "bd_rate": bd.bd_rate,
