@@ -13,7 +13,9 @@ A second table gives each network stage's multiply-accumulates (counted by
 ``torch.utils.flop_counter`` on the first image) and its floor: those MACs at
 this machine's one-thread peak GEMM rate, measured here on 1024x1024 matrices
 in the stage's dtype (float64 for the exact integer networks, float32 for
-the rest). No implementation of the same model at that size can be faster.
+the rest). An implementation doing every multiply-accumulate of the same
+model at that size cannot be faster; only fast-convolution algorithms
+(Winograd, FFT), which trade multiplies for additions, could go below it.
 
     python benchmarks/profile_codec.py --checkpoint /work/runs/fast-vr/best.pt --rate 3 \\
         --images ../shared/data/kodak --out benchmarks/results/codec_speed/profile-fast-vr.md
@@ -185,7 +187,7 @@ def peak_gmacs(dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
 
 
 def floor_table(macs: dict[str, dict[str, dict[str, float]]], peaks: dict[torch.dtype, float]) -> str:
-    """Per network stage: MACs (millions) and ms at the peak rate; totals per side against the measured time."""
+    """Per network stage: MACs (millions) and ms at the peak rate of its dtype; the total per side."""
     names = list(macs)
     lines = ["| network stage | " + " | ".join(f"{n} encode | {n} decode" for n in names) + " |"]
     lines.append("|---" * (1 + 2 * len(names)) + "|")

@@ -16,9 +16,10 @@ the rate-controlled curve against the fixed one is what equal-bpp coding costs
 field that is any float32); the time ratio is the cost of the search.
 
     python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt \\
-        --images ../shared/data/kodak --limit 4 --out benchmarks/results/rate_control
+        --images ../shared/data/kodak --out benchmarks/results/rate_control/kodak
     python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt \\
-        --images ../shared/data/cifar10-lossless/dev.npz --start 2500 --limit 100
+        --images ../shared/data/cifar10-lossless/dev.npz --start 2500 --limit 100 \\
+        --out benchmarks/results/rate_control/cifar
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ python benchmarks/held_out.py runs/ttq-models/fast-vr-all-levers-on.pt --images 
 python benchmarks/parallel_sweep.py | tee benchmarks/results/parallel_sweep.txt
 
 # Portable files (~25 min): two short trainings, then the portable path against the float path:
-# decoding under other kernels (child processes), its rate cost, and codec speed against 0.2 (a03328b), alone.
+# decoding under other kernels (child processes), its rate cost, the ONNX decode and the CR-12 picture.
 DEV=../shared/data/cifar10-lossless/dev.npz
 rdkit train --recipe fast-vr --data "$DEV" --time-budget 5 --out runs/fast-vr --no-eval -q
 rdkit train --recipe fast-vr-checkerboard --data "$DEV" --time-budget 4 --out runs/fast-vr-cb --no-eval -q
@@ -50,5 +50,19 @@ python benchmarks/exact_rate_cost.py --checkpoint runs/fast-vr/best.pt --checkpo
 python benchmarks/onnx_decode.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
   --images ../shared/data/kodak --out benchmarks/results/onnx_decode  # needs the [onnx] extra
 bash docs/figures/compare-cr12.sh runs/fast-vr/best.pt runs/fast-vr-cb/best.pt  # README's CR-12 grid (rdkit compare)
-python benchmarks/codec_speed.py --checkpoint runs/fast-vr/best.pt --rate 3 --images ../shared/data/kodak \
-  --baseline a03328b --out benchmarks/results/codec_speed
+
+# Shipping (issue #19), one thread, alone: codec speed beside 0.3.0, WebP and CompressAI, the stage profile with
+# each network's floor, and rate control (landing per image; cost against one lambda).
+export OMP_NUM_THREADS=1
+python benchmarks/codec_speed.py --checkpoint fast-vr=runs/fast-vr/best.pt \
+  --checkpoint fast-vr-checkerboard=runs/fast-vr-cb/best.pt --rate 3 --images ../shared/data/kodak \
+  --baseline a463f78 --out benchmarks/results/codec_speed
+python benchmarks/profile_codec.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt --rate 3 \
+  --images ../shared/data/kodak --out benchmarks/results/codec_speed/profile.md
+python benchmarks/rate_targets.py --checkpoint runs/fast-vr/best.pt --images ../shared/data/kodak \
+  --images "$DEV:2500:2600" --out benchmarks/results/rate_targets
+python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images ../shared/data/kodak \
+  --out benchmarks/results/rate_control/kodak
+python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images "$DEV" --start 2500 --limit 100 \
+  --out benchmarks/results/rate_control/cifar
+unset OMP_NUM_THREADS
