@@ -11,6 +11,7 @@ both curves cover). Writes a markdown table and the curves as JSON.
 
     python benchmarks/held_out.py runs/fast-vr/best.pt --images ../shared/data/kodak
     python benchmarks/held_out.py a.pt b.pt --images cifar10 --split val --limit 1000   # CIFAR-10 test images
+    python benchmarks/held_out.py a.pt --images ../shared/data/cifar10-lossless/dev.npz --start 2500  # dev's held-out
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("checkpoints", type=Path, nargs="+")
     ap.add_argument("--images", default=str(DEFAULT_IMAGES), help="image folder, .npz, or cifar10")
     ap.add_argument("--split", default="all", help="all | train | val (cifar10: val is the test set)")
-    ap.add_argument("--limit", type=int, default=None, help="first N images of the split")
+    ap.add_argument("--start", type=int, default=0, help="skip the first N images (dev.npz: 2500, the held-out ones)")
+    ap.add_argument("--limit", type=int, default=None, help="N images of the split (from --start)")
     ap.add_argument("--window", type=float, nargs=2, default=(1.0, 3.0), metavar=("LO", "HI"), help="BD range (bpp)")
     ap.add_argument("--webp-step", type=int, default=5, help="WebP qualities 0-100 in steps of this [default: 5]")
     ap.add_argument("--threads", type=int, default=2)
@@ -51,9 +53,11 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     try:
-        images = load_images(args.images, args.split, limit=args.limit, download=False)
+        images = load_images(args.images, args.split, download=False)
     except RdkitError as e:
         sys.exit(str(e))
+    stop = len(images) if args.limit is None else min(len(images), args.start + args.limit)
+    images = images.subset(range(args.start, stop))
     t0 = time.perf_counter()
     sweep = classic.sweep(images, "webp", list(range(0, 101, args.webp_step)), options={"method": 6})
     webp = {"bpp": [r.summary["bpp"] for r in sweep], "psnr-rgb": [r.summary["psnr"] for r in sweep]}
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         bd = bjontegaard(webp["bpp"], webp["psnr-rgb"], curve["bpp"], curve["psnr-rgb"], window=window)
         rows.append(
             {
-                "name": ckpt.stem,
+                "name": ckpt.parent.name if ckpt.stem in ("best", "last") else ckpt.stem,  # runs/NAME/best.pt
                 "bd_rate_vs_webp": bd.bd_rate,
                 "bd_psnr_vs_webp": bd.bd_psnr,
                 "bd_method": bd.method,

@@ -51,12 +51,14 @@ python benchmarks/onnx_decode.py --checkpoint runs/fast-vr/best.pt --checkpoint 
   --images ../shared/data/kodak --out benchmarks/results/onnx_decode  # needs the [onnx] extra
 bash docs/figures/compare-cr12.sh runs/fast-vr/best.pt runs/fast-vr-cb/best.pt  # README's CR-12 grid (rdkit compare)
 
-# Shipping (issue #19), one thread, alone: codec speed beside 0.3.0, WebP and CompressAI, the stage profile with
+# Shipping (issue #19), one thread, alone (a model built for decode speed, 8x8 blocks, trained first):
+rdkit train --recipe fast-vr --set encoder.factor=8 --data "$DEV" --time-budget 5 --out runs/fast-vr-f8 --no-eval -q
+# codec speed beside 0.3.0, WebP and CompressAI, the stage profile with
 # each network's floor, and rate control (landing per image; cost against one lambda).
 export OMP_NUM_THREADS=1
 python benchmarks/codec_speed.py --checkpoint fast-vr=runs/fast-vr/best.pt \
-  --checkpoint fast-vr-checkerboard=runs/fast-vr-cb/best.pt --rate 3 --images ../shared/data/kodak \
-  --baseline a463f78 --out benchmarks/results/codec_speed
+  --checkpoint fast-vr-checkerboard=runs/fast-vr-cb/best.pt --checkpoint fast-vr-f8=runs/fast-vr-f8/best.pt \
+  --rate 3 --images ../shared/data/kodak --baseline a463f78 --out benchmarks/results/codec_speed
 python benchmarks/profile_codec.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt --rate 3 \
   --images ../shared/data/kodak --out benchmarks/results/codec_speed/profile.md
 python benchmarks/rate_targets.py --checkpoint runs/fast-vr/best.pt --images ../shared/data/kodak \
@@ -66,3 +68,8 @@ python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images ../
 python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images "$DEV" --start 2500 --limit 100 \
   --out benchmarks/results/rate_control/cifar
 unset OMP_NUM_THREADS
+# fast-vr against a model built for decode speed (8x8 blocks), held out:
+python benchmarks/held_out.py runs/fast-vr/best.pt runs/fast-vr-f8/best.pt --images ../shared/data/kodak --window 0.5 2 \
+  --out benchmarks/results/fast-decode/kodak
+python benchmarks/held_out.py runs/fast-vr/best.pt runs/fast-vr-f8/best.pt --images "$DEV" --start 2500 \
+  --out benchmarks/results/fast-decode/cifar
