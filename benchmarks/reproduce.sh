@@ -61,6 +61,8 @@ python benchmarks/codec_speed.py --checkpoint fast-vr=runs/fast-vr/best.pt \
   --rate 3 --images ../shared/data/kodak --baseline a463f78 --out benchmarks/results/codec_speed
 python benchmarks/profile_codec.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt --rate 3 \
   --images ../shared/data/kodak --out benchmarks/results/codec_speed/profile.md
+python benchmarks/compile_speed.py --checkpoint runs/fast-vr/best.pt --checkpoint runs/fast-vr-cb/best.pt \
+  --out benchmarks/results/compile_speed.md  # cold; add --cache-dir DIR (twice) for the warm case
 python benchmarks/rate_targets.py --checkpoint runs/fast-vr/best.pt --images ../shared/data/kodak \
   --images "$DEV:2500:2600" --out benchmarks/results/rate_targets
 python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images ../shared/data/kodak \
