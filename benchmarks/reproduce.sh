@@ -51,8 +51,9 @@ python benchmarks/onnx_decode.py --checkpoint runs/fast-vr/best.pt --checkpoint 
   --images ../shared/data/kodak --out benchmarks/results/onnx_decode  # needs the [onnx] extra
 bash docs/figures/compare-cr12.sh runs/fast-vr/best.pt runs/fast-vr-cb/best.pt  # README's CR-12 grid (rdkit compare)
 
-# Shipping (issue #19), one thread, alone (a model built for decode speed, 8x8 blocks, trained first):
+# Shipping (issue #19), one thread, alone (two models built for decode speed trained first: 8x8 blocks, fast-decode):
 rdkit train --recipe fast-vr --set encoder.factor=8 --data "$DEV" --time-budget 5 --out runs/fast-vr-f8 --no-eval -q
+rdkit train --recipe fast-decode --data "$DEV" --time-budget 5 --out runs/fast-decode --no-eval -q
 # codec speed beside 0.3.0, WebP and CompressAI, the stage profile with
 # each network's floor, and rate control (landing per image; cost against one lambda).
 export OMP_NUM_THREADS=1
@@ -70,8 +71,10 @@ python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images ../
 python benchmarks/rate_control.py --checkpoint runs/fast-vr/best.pt --images "$DEV" --start 2500 --limit 100 \
   --out benchmarks/results/rate_control/cifar
 unset OMP_NUM_THREADS
-# fast-vr against a model built for decode speed (8x8 blocks), held out:
-python benchmarks/held_out.py runs/fast-vr/best.pt runs/fast-vr-f8/best.pt --images ../shared/data/kodak --window 0.5 2 \
-  --out benchmarks/results/fast-decode/kodak
-python benchmarks/held_out.py runs/fast-vr/best.pt runs/fast-vr-f8/best.pt --images "$DEV" --start 2500 \
-  --out benchmarks/results/fast-decode/cifar
+# fast-vr against the models built for decode speed: speed beside WebP, quality held out.
+OMP_NUM_THREADS=1 python benchmarks/codec_speed.py --checkpoint fast-vr=runs/fast-vr/best.pt \
+  --checkpoint fast-vr-f8=runs/fast-vr-f8/best.pt --checkpoint fast-decode=runs/fast-decode/best.pt --rate 3 \
+  --images ../shared/data/kodak --out benchmarks/results/fast-decode/speed
+FAST="runs/fast-vr/best.pt runs/fast-vr-f8/best.pt runs/fast-decode/best.pt"
+python benchmarks/held_out.py $FAST --images ../shared/data/kodak --window 0.5 2 --out benchmarks/results/fast-decode/kodak
+python benchmarks/held_out.py $FAST --images "$DEV" --start 2500 --out benchmarks/results/fast-decode/cifar
