@@ -22,21 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _cache_dir(argv: list[str]) -> str:
-    """--cache-dir's value, else a new empty folder; read before torch is imported (inductor reads it once)."""
-    if "--cache-dir" in argv and argv.index("--cache-dir") + 1 < len(argv):
-        return argv[argv.index("--cache-dir") + 1]
-    return tempfile.mkdtemp(prefix="inductor-cold-")
-
-
-os.environ["TORCHINDUCTOR_CACHE_DIR"] = _cache_dir(sys.argv)
-import torch  # noqa: E402
+import torch
 
 
 def timed(fn, x: torch.Tensor, repeats: int) -> float:
@@ -76,9 +66,12 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None, help="inductor's cache (default: a new empty one, the cold case)")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     args = ap.parse_args()
+    # Inductor looks this variable up at every compile (torch._inductor.runtime.cache_dir_utils.cache_dir).
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="inductor-cold-")
     torch.set_num_threads(1)
     from rdkit_ae.codec import Codec
     from rdkit_ae.machine import machine_summary
+    from rdkit_ae.training.state import run_name
 
     rows = []
     for ck in args.checkpoint:
@@ -87,9 +80,8 @@ def main() -> None:
         x = torch.rand(1, 3, *args.size).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = model.g_a(x)
-            run = ck.parent.name if ck.stem in ("best", "last") else ck.stem
             for name, net, inp in (("g_a", model.g_a, x), ("g_s", model.g_s, y)):
-                rows.append({"checkpoint": run, **compare(name, net, inp, args.repeats)})
+                rows.append({"checkpoint": run_name(ck), **compare(name, net, inp, args.repeats)})
     lines = [
         "| checkpoint | network | eager (ms) | compiled (ms) | compile (s) | images to break even | max difference |",
         "|---|---|---|---|---|---|---|",

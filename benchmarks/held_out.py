@@ -50,14 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     from rdkit_ae.files import write_json
     from rdkit_ae.machine import machine_info, machine_summary
     from rdkit_ae.text import fmt
+    from rdkit_ae.training.state import run_name
 
     torch.set_num_threads(args.threads)
     try:
-        images = load_images(args.images, args.split, download=False)
+        images = load_images(args.images, args.split, start=args.start, limit=args.limit, download=False)
     except RdkitError as e:
         sys.exit(str(e))
-    stop = len(images) if args.limit is None else min(len(images), args.start + args.limit)
-    images = images.subset(range(args.start, stop))
     t0 = time.perf_counter()
     sweep = classic.sweep(images, "webp", list(range(0, 101, args.webp_step)), options={"method": 6})
     webp = {"bpp": [r.summary["bpp"] for r in sweep], "psnr-rgb": [r.summary["psnr"] for r in sweep]}
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         bd = bjontegaard(webp["bpp"], webp["psnr-rgb"], curve["bpp"], curve["psnr-rgb"], window=window)
         rows.append(
             {
-                "name": ckpt.parent.name if ckpt.stem in ("best", "last") else ckpt.stem,  # runs/NAME/best.pt
+                "name": run_name(ckpt),
                 "bd_rate_vs_webp": bd.bd_rate,
                 "bd_psnr_vs_webp": bd.bd_psnr,
                 "bd_method": bd.method,

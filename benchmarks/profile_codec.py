@@ -37,8 +37,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 STAGES = ("g_a", "h_a", "z coding", "h_s exact", "context exact", "indexes", "y rANS (C++)", "y coding (Python)")
 STAGES += ("g_s", "container", "rest")
-NETWORKS = {"g_a": torch.float32, "h_a": torch.float32, "h_s exact": torch.float64, "context exact": torch.float64}
-NETWORKS["g_s"] = torch.float32
+NETWORKS = {  # the network stages and the dtype their GEMMs run in
+    "g_a": torch.float32,
+    "h_a": torch.float32,
+    "h_s exact": torch.float64,
+    "context exact": torch.float64,
+    "g_s": torch.float32,
+}
 
 
 class Clock:
@@ -234,6 +239,7 @@ def main() -> None:
     from rdkit_ae.codec import Codec
     from rdkit_ae.data.sources import read_image
     from rdkit_ae.machine import machine_summary
+    from rdkit_ae.training.state import run_name
 
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".png")[: args.limit]
     images = [read_image(p)[0] for p in paths]
@@ -244,7 +250,7 @@ def main() -> None:
             codec.set_rate(rate=args.rate)
         clock = Clock()
         instrument(codec, clock)
-        name = ck.parent.name if ck.stem in ("best", "last") else ck.stem
+        name = run_name(ck)
         results[name] = profile(codec, clock, images, args.repeats)
         macs[name] = count_macs(codec, clock, images[0])
     peaks = {dtype: peak_gmacs(dtype) for dtype in (torch.float32, torch.float64)}

@@ -88,8 +88,7 @@ def main() -> None:
     ap.add_argument("--n-targets", type=int, default=5, help="default targets: this many")
     ap.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
     args = ap.parse_args()
-    images = [im for _, im in iter_images(load_images(args.images, download=False))]
-    images = images[args.start : None if args.limit is None else args.start + args.limit]
+    images = [im for _, im in iter_images(load_images(args.images, start=args.start, limit=args.limit, download=False))]
     codec = Codec.load(args.checkpoint)
     fixed = fixed_curve(codec, images)
     # a target some image cannot reach stops with the nearest value: by default, n targets inside every image's range

@@ -29,6 +29,8 @@ def test_npz_splits_are_disjoint_deterministic_and_complete(npz):
     assert np.array_equal(load_images(path, "val", val_fraction=0.25, seed=3).array, va.array)
     assert not np.array_equal(load_images(path, "val", val_fraction=0.25, seed=4).labels, va.labels)
     assert len(load_images(path, "all", limit=7)) == 7
+    assert np.array_equal(load_images(path, "all", start=12, limit=5).array, x[12:17])
+    assert np.array_equal(load_images(path, "all", start=18).array, x[18:])
 
 
 def test_folder_and_single_file(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -251,8 +253,8 @@ class _SizeCurve:
 
     def __init__(self, size):
         self.size, self.t, self.source = size, 0.0, "curve"
-        self.model = type("M", (), {"variable_rate": True, "rate": 3.0, "set_rate": lambda self, index: None})()
-        self.model.latent_codec = type("L", (), {"lambdas": [1.0] * 7})()
+        lambdas = SimpleNamespace(lambdas=[1.0] * 7)
+        self.model = SimpleNamespace(variable_rate=True, rate=3.0, set_rate=lambda index: None, latent_codec=lambdas)
 
     def set_rate(self, rate):
         self.t = float(np.float32(rate))

@@ -22,6 +22,7 @@ from rdkit_ae.training.state import (
     restore_training,
     rng_capture,
     rng_restore,
+    run_name,
     training_payload,
 )
 
@@ -154,3 +155,9 @@ def test_new_run_folders(tmp_path, monkeypatch):
         plan.plan_run(TrainOptions(recipe="conv-mse", out=tmp_path / "file"))
     with pytest.raises(RdkitError, match="give a recipe"):
         plan.plan_run(TrainOptions())
+
+
+def test_run_name_is_the_run_folder_for_best_and_last_else_the_file():
+    assert run_name("runs/fast-vr/best.pt") == run_name("runs/fast-vr/last.pt") == "fast-vr"
+    assert run_name("models/fast-vr-small.pt") == "fast-vr-small"
+    assert run_name("runs/x/best-of-3.pt") == "best-of-3"

@@ -257,10 +257,11 @@ def load_images(
     *,
     val_fraction: float = 0.1,
     seed: int = 0,
+    start: int = 0,
     limit: int | None = None,
     download: bool = True,
 ) -> ImageSet:
-    """Resolve ``--data`` and return one split of it.
+    """Resolve ``--data`` and return one split of it: ``limit`` images from the ``start``-th on, if given.
 
     ``cifar10`` (or a folder holding ``cifar-10-batches-py``) uses the official
     train/test split ("val" is the test set); other sources are split
@@ -293,6 +294,7 @@ def load_images(
         else:
             raise DataError(f"data not found: {s} (use cifar10, a .npz file, an image folder or an image file)")
         index = _split_index(len(out), split, val_fraction, seed)
+    index = index[max(0, int(start)) :]
     if limit is not None:
         index = index[: max(0, int(limit))]
     return out.subset(index) if len(index) != len(out) else out

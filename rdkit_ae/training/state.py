@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,6 +23,13 @@ from rdkit_ae.training import distributed as dist
 from rdkit_ae.training.optim import LRSchedule
 
 LAST, BEST = "last.pt", "best.pt"
+
+
+def run_name(checkpoint: str | Path) -> str:
+    """What to call a checkpoint in a report: its run folder's name for ``runs/NAME/best.pt`` (or last.pt),
+    else the file's stem."""
+    p = Path(checkpoint)
+    return p.parent.name if p.name in (BEST, LAST) else p.stem
 # What a checkpoint must hold to be resumed (best.pt and last.pt both do).
 TRAINING_KEYS = ("optimizer", "scheduler", "position", "run", "rng")
 
