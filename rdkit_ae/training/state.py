@@ -23,6 +23,8 @@ from rdkit_ae.training import distributed as dist
 from rdkit_ae.training.optim import LRSchedule
 
 LAST, BEST = "last.pt", "best.pt"
+# What a checkpoint must hold to be resumed (best.pt and last.pt both do).
+TRAINING_KEYS = ("optimizer", "scheduler", "position", "run", "rng")
 
 
 def run_name(checkpoint: str | Path) -> str:
@@ -30,8 +32,6 @@ def run_name(checkpoint: str | Path) -> str:
     else the file's stem."""
     p = Path(checkpoint)
     return p.parent.name if p.name in (BEST, LAST) else p.stem
-# What a checkpoint must hold to be resumed (best.pt and last.pt both do).
-TRAINING_KEYS = ("optimizer", "scheduler", "position", "run", "rng")
 
 
 @dataclass
